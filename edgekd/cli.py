@@ -1,0 +1,118 @@
+"""The command line: parse, load the recipe, call one function. Errors become one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from edgekd import __version__
+from edgekd.errors import EdgekdError
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.steps=100 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekd", description="Distill diffusion models into edge-ready students.")
+    parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("quickstart", help="distill the built-in Fashion-MNIST teacher, export to ONNX, profile (CPU, minutes)")
+    p.add_argument("--run-dir", default="runs/quickstart")
+    p.add_argument("--resume", action="store_true")
+    _add_overrides(p)
+
+    p = sub.add_parser("distill", help="record teacher trajectories and train a student from RECIPE")
+    p.add_argument("recipe")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    _add_overrides(p)
+
+    p = sub.add_parser("sample", help="write a grid of teacher and student samples on the same noise")
+    p.add_argument("run")
+    p.add_argument("-n", "--num", type=int, default=32)
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--teacher-steps", type=int, default=None)
+    p.add_argument("--out", default=None)
+
+    p = sub.add_parser("export", help="export a run's student (onnx) and check it against PyTorch")
+    p.add_argument("run")
+    p.add_argument("--target", default="onnx", choices=["onnx"])
+    p.add_argument("--teacher", action="store_true", help="export the teacher's denoising step instead of the student")
+    p.add_argument("--batch", type=int, default=None, help="fix the batch size (default: dynamic)")
+    p.add_argument("--psnr-min", type=float, default=None)
+
+    p = sub.add_parser("profile", help="student against teacher: latency, size, MACs, FID, PSNR")
+    p.add_argument("run")
+    p.add_argument("--fid-samples", type=int, default=None)
+    p.add_argument("--teacher-steps", type=int, nargs="+", default=None)
+    p.add_argument("--repeats", type=int, default=None)
+
+    sub.add_parser("doctor", help="Python, torch, backends, GPU and data: what edgekd can use here")
+
+    teacher = sub.add_parser("teacher", help="teacher utilities").add_subparsers(dest="teacher_command", required=True)
+    p = teacher.add_parser("train", help="train a DDPM teacher (diffusers UNet2DModel) from RECIPE")
+    p.add_argument("recipe")
+    p.add_argument("--resume", action="store_true")
+    _add_overrides(p)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "doctor":
+        from edgekd.doctor import doctor
+
+        return doctor()
+    if args.command == "teacher":
+        from edgekd.recipe import load_teacher_recipe
+        from edgekd.teachers.train_ddpm import train_teacher
+
+        recipe = load_teacher_recipe(args.recipe, args.overrides)
+        out = train_teacher(recipe, resume=args.resume)
+        print(f"teacher saved to {out}")
+        return 0
+    if args.command == "quickstart":
+        from edgekd.pipeline import quickstart
+
+        return quickstart(Path(args.run_dir), args.overrides, resume=args.resume)
+    if args.command == "distill":
+        from edgekd.distill import distill
+        from edgekd.recipe import load_recipe
+
+        recipe = load_recipe(args.recipe, args.overrides)
+        run_dir = distill(recipe, resume=args.resume)
+        print(f"student saved to {run_dir / 'student'}")
+        return 0
+    if args.command == "sample":
+        from edgekd.pipeline import sample_grid
+
+        print(sample_grid(Path(args.run), args.num, args.seed, args.teacher_steps, args.out))
+        return 0
+    if args.command == "export":
+        from edgekd.pipeline import export_run
+
+        export_run(Path(args.run), target=args.target, teacher=args.teacher, batch=args.batch, psnr_min=args.psnr_min)
+        return 0
+    if args.command == "profile":
+        from edgekd.pipeline import profile_run
+
+        profile_run(Path(args.run), fid_samples=args.fid_samples, teacher_steps=args.teacher_steps, repeats=args.repeats)
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("NNCF_CI", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except EdgekdError as exc:
+        print(f"edgekd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

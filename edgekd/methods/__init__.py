@@ -1,0 +1,1 @@
+"""One module per distillation method: its losses and its training step, nothing else."""

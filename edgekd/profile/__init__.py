@@ -1,0 +1,1 @@
+"""Profiling a distilled student: image quality (FID, PSNR) and speed."""

@@ -1,0 +1,121 @@
+"""Image-quality numbers of the profiler: FID for distributions, PSNR / max error for paired outputs.
+
+FID answers "do the student's samples look like the data?" (with edgekd's shipped Fashion-MNIST classifier
+as feature network, since Inception weights cannot be fetched offline); PSNR and the max absolute error
+answer "does this export/quantised model reproduce the PyTorch one?" on the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from edgekd.profile.classifier import FashionClassifier, FeatureNet, evaluate_accuracy, to_classifier_input
+
+# Generated samples may overshoot [-1, 1] a little (they are clamped when saved); anything far beyond is a
+# scale mistake such as passing [0, 255] pixels, which would silently give a meaningless FID.
+_RANGE_SLACK = 1.0
+
+
+def _check_images(name: str, images: Tensor) -> None:
+    """Reject what would make FID silently wrong: too few images, wrong rank, wrong value scale."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"{name}: expected images [N, C, H, W], got shape {tuple(images.shape)}")
+    if images.shape[0] < 2:
+        raise ValueError(f"{name}: FID needs at least 2 images (a covariance), got {images.shape[0]}")
+    if not images.is_floating_point():
+        raise ValueError(f"{name}: expected float images in [-1, 1], got dtype {images.dtype}")
+    lo, hi = float(images.min()), float(images.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name}: images contain NaN or inf")
+    if lo < -1.0 - _RANGE_SLACK or hi > 1.0 + _RANGE_SLACK:
+        raise ValueError(f"{name}: images must be in [-1, 1], found values in [{lo:.3g}, {hi:.3g}]")
+
+
+@torch.no_grad()
+def fid(real: Tensor, fake: Tensor, feature_net: FeatureNet, batch_size: int = 256) -> float:
+    """Fréchet distance between the feature statistics of ``real`` and ``fake`` (both [N, C, H, W] in [-1, 1]).
+
+    Uses torchmetrics' ``FrechetInceptionDistance`` with ``feature=feature_net`` and ``normalize=True``. For a
+    custom feature module torchmetrics passes the float images through untouched (its ``* 255 -> uint8``
+    conversion applies only to its own Inception), so the network sees exactly these [-1, 1] values; they are
+    clamped to [-1, 1] first, as they would be when saved as images.
+    """
+    _check_images("real", real)
+    _check_images("fake", fake)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    metric = FrechetInceptionDistance(feature=feature_net, normalize=True, reset_real_features=True)
+    for images, is_real in ((real, True), (fake, False)):
+        for start in range(0, images.shape[0], batch_size):
+            metric.update(images[start : start + batch_size].float().clamp(-1.0, 1.0), real=is_real)
+    value = float(metric.compute())
+    # Eigenvalue round-off can leave a tiny negative number for identical sets.
+    return max(value, 0.0)
+
+
+def psnr(reference: Tensor, test: Tensor, data_range: float = 2.0) -> float:
+    """Peak signal-to-noise ratio in dB over all pixels: 10·log10(range² / MSE); ``inf`` when identical.
+
+    ``data_range`` is 2.0 because edgekd's images live in [-1, 1]. Computed in float64 so high-PSNR parity
+    checks (40+ dB) are not limited by float32 round-off in the mean.
+    """
+    if reference.shape != test.shape:
+        raise ValueError(f"psnr: shapes differ, {tuple(reference.shape)} vs {tuple(test.shape)}")
+    if reference.numel() == 0:
+        raise ValueError("psnr: empty tensors")
+    if data_range <= 0:
+        raise ValueError(f"psnr: data_range must be > 0, got {data_range}")
+    diff = reference.detach().double() - test.detach().double().to(reference.device)
+    mse = float(diff.square().mean())
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range**2 / mse)
+
+
+def max_abs_error(a: Tensor, b: Tensor) -> float:
+    """Largest absolute element-wise difference: the worst pixel, which a mean such as PSNR can hide."""
+    if a.shape != b.shape:
+        raise ValueError(f"max_abs_error: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.numel() == 0:
+        return 0.0
+    return float((a.detach().double() - b.detach().double().to(a.device)).abs().max())
+
+
+def _as_classifier(model: FashionClassifier | FeatureNet) -> FashionClassifier:
+    return model.classifier if isinstance(model, FeatureNet) else model
+
+
+@torch.no_grad()
+def classifier_accuracy(
+    model: FashionClassifier | FeatureNet, images: Tensor, labels: Tensor, batch_size: int = 500
+) -> float:
+    """Top-1 accuracy on labelled images in [-1, 1]: checks that a shipped feature network still works."""
+    classifier = _as_classifier(model)
+    device = next(classifier.parameters()).device
+    x = to_classifier_input(images).to(device)
+    return evaluate_accuracy(classifier, x, labels.to(device).long(), batch_size=batch_size)
+
+
+@torch.no_grad()
+def class_histogram(model: FashionClassifier | FeatureNet, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Fraction of ``images`` predicted as each class [num_classes]: a quick look at mode coverage/collapse."""
+    classifier = _as_classifier(model)
+    was_training = classifier.training
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    counts = torch.zeros(classifier.num_classes, dtype=torch.float64)
+    for start in range(0, images.shape[0], batch_size):
+        x = to_classifier_input(images[start : start + batch_size]).to(device)
+        pred = classifier(x).argmax(dim=1).cpu()
+        counts += torch.bincount(pred, minlength=classifier.num_classes).double()
+    classifier.train(was_training)
+    return counts / max(1, images.shape[0])
+
+
+__all__ = ["class_histogram", "classifier_accuracy", "fid", "max_abs_error", "psnr"]

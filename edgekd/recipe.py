@@ -1,0 +1,372 @@
+"""The typed recipe: one YAML file validated into pydantic objects before any work starts.
+
+Every error names the file, the key and what was expected, so a user fixes a typo in seconds instead of
+reading a traceback from deep inside the training loop.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekd.errors import RecipeError
+from edgekd.paths import DEFAULT_FASHION_MNIST, resolve_builtin
+
+
+class Strict(BaseModel):
+    """Base for every recipe section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    """Training images: Fashion-MNIST idx files, an image folder or an .npz array."""
+
+    kind: Literal["fashion_mnist", "folder", "npz"] = "fashion_mnist"
+    path: str = str(DEFAULT_FASHION_MNIST)
+    split: Literal["train", "test"] = "train"
+    resolution: int = Field(32, ge=4, le=4096)
+    channels: Literal[1, 3] = 1
+    pad_value: float = -1.0
+    hflip: bool = True
+    limit: int | None = Field(None, ge=1)
+    npz_key: str = "images"
+
+
+class TeacherConfig(Strict):
+    """A diffusers UNet2DModel + scheduler (local directory or hub id) and how to sample it."""
+
+    path: str
+    steps: int = Field(50, ge=1, le=1000)
+    timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
+    eta: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrajectoryConfig(Strict):
+    """Which teacher runs to record once and reuse: noise, chosen intermediate states, x_0."""
+
+    num_samples: int = Field(2048, ge=2)
+    heldout: int = Field(256, ge=1)
+    seed: int = 1000
+    record: list[int] | Literal["all"] = Field(default_factory=list)
+    shard_size: int = Field(1024, ge=1)
+    batch_size: int = Field(128, ge=1)
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _heldout_fits(self) -> "TrajectoryConfig":
+        if self.heldout >= self.num_samples:
+            raise ValueError(
+                f"heldout ({self.heldout}) must be smaller than num_samples ({self.num_samples})"
+            )
+        return self
+
+
+class UNetStudentConfig(Strict):
+    """A UNet student: a copy of the teacher (init: teacher) or a slimmer UNet trained from scratch."""
+
+    kind: Literal["unet"] = "unet"
+    init: Literal["teacher", "scratch"] = "teacher"
+    block_out_channels: list[int] | None = None
+    layers_per_block: int = Field(1, ge=1, le=4)
+    attention: bool = False
+    norm_num_groups: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _sizes_match_init(self) -> "UNetStudentConfig":
+        if self.init == "teacher" and self.block_out_channels is not None:
+            raise ValueError("block_out_channels is only used with init: scratch (init: teacher copies the teacher)")
+        if self.init == "scratch" and not self.block_out_channels:
+            raise ValueError("init: scratch needs block_out_channels, e.g. [16, 32, 32]")
+        if self.block_out_channels:
+            bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+            if bad:
+                raise ValueError(
+                    f"block_out_channels {bad} are not divisible by norm_num_groups ({self.norm_num_groups})"
+                )
+        return self
+
+
+StudentConfig = Annotated[Union[UNetStudentConfig], Field(discriminator="kind")]
+
+
+class DenoisingStudentConfig(Strict):
+    """Luhman & Luhman 2021: regress the teacher's deterministic DDIM output in one step."""
+
+    name: Literal["denoising_student"] = "denoising_student"
+    loss: Literal["l1", "l2"] = "l1"
+
+
+MethodConfig = Annotated[Union[DenoisingStudentConfig], Field(discriminator="name")]
+
+
+class TrainConfig(Strict):
+    """The loop shared by every method."""
+
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    ema_decay: float = Field(0.995, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    eval_every: int = Field(200, ge=1)
+    sample_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    threads: int | None = Field(None, ge=1)
+
+
+class ExportConfig(Strict):
+    """Export targets and the parity gate every export must clear."""
+
+    targets: list[Literal["onnx"]] = Field(default_factory=lambda: ["onnx"])
+    psnr_min: float = 35.0
+    parity_samples: int = Field(8, ge=1)
+    parity_seed: int = 7
+
+
+class ProfileConfig(Strict):
+    """How the student is compared with its teacher."""
+
+    teacher_steps: list[int] = Field(default_factory=lambda: [50])
+    fid_samples: int = Field(500, ge=2)
+    fid_seed: int = 5_000_000
+    feature_net: str = "builtin:fid/fmnist-classifier"
+    latency_repeats: int = Field(15, ge=1)
+    threads: list[int] = Field(default_factory=lambda: [1, 2])
+    batch_size: int = Field(128, ge=1)
+
+
+class Recipe(Strict):
+    """A whole distillation run: data, teacher, recorded trajectories, student, method, loop, export, profile."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    run_dir: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig
+    trajectory: TrajectoryConfig = Field(default_factory=TrajectoryConfig)
+    student: StudentConfig = Field(default_factory=UNetStudentConfig)
+    method: MethodConfig = Field(default_factory=DenoisingStudentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tags(cls, raw: Any) -> Any:
+        """``student.kind`` and ``method.name`` may be left out: they default to unet / denoising_student."""
+        if isinstance(raw, dict):
+            for section, tag, default in (("student", "kind", "unet"), ("method", "name", "denoising_student")):
+                if isinstance(raw.get(section), dict):
+                    raw[section] = {tag: default, **raw[section]}
+        return raw
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+
+class UNetArchConfig(Strict):
+    """The architecture of a teacher trained by ``edgekd teacher train``."""
+
+    block_out_channels: list[int] = Field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = Field(1, ge=1, le=4)
+    attention_levels: list[int] = Field(default_factory=list)
+    norm_num_groups: int = Field(8, ge=1)
+
+
+class NoiseScheduleConfig(Strict):
+    num_train_timesteps: int = Field(1000, ge=2)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    beta_start: float = Field(1e-4, gt=0)
+    beta_end: float = Field(0.02, gt=0)
+
+
+class TeacherTrainRecipe(Strict):
+    """``edgekd teacher train``: a plain DDPM (epsilon prediction) on a diffusers UNet2DModel."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    run_dir: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    unet: UNetArchConfig = Field(default_factory=UNetArchConfig)
+    schedule: NoiseScheduleConfig = Field(default_factory=NoiseScheduleConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(ema_decay=0.999, warmup_steps=200))
+    sample_steps: int = Field(50, ge=1)
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to the raw recipe mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"{source}: override '{item}' must look like key.sub=value (e.g. train.steps=100)")
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"{source}: override '{key}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _describe_error(err: dict[str, Any], model: type[BaseModel], source: str) -> str:
+    shown, fields = _walk_location(model, err["loc"])
+    loc = ".".join(shown)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        hint = difflib.get_close_matches(shown[-1], fields, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(sorted(fields))})"
+        return f"{source}: unknown key '{loc}'{suggestion}"
+    if kind == "missing":
+        return f"{source}: missing required key '{loc}'"
+    got = err.get("input")
+    got_text = f", got {got!r}" if got is not None and not isinstance(got, dict) else ""
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{source}: key '{loc or '<top>'}': {msg}{got_text}"
+
+
+def _walk_location(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
+    """Return the user-visible key path (union tags dropped) and the keys allowed beside the last one."""
+    shown: list[str] = []
+    current: Any = model
+    parent_fields: list[str] = list(model.model_fields)
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            parent_fields = list(current.model_fields)
+            shown.append(str(part))
+            field = current.model_fields.get(part)
+            current = field.annotation if field is not None else None
+            continue
+        member = _union_member(current, part) if current is not None else None
+        if member is not None:
+            current = member  # a discriminated-union tag such as 'unet': not a key the user wrote
+        else:
+            shown.append(str(part))  # a list index
+    return shown, parent_fields
+
+
+def _union_member(annotation: Any, tag: Any) -> Any:
+    """The member of a (possibly Annotated) union whose 'kind'/'name' default equals ``tag``."""
+    stack = [annotation]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            for key in ("kind", "name"):
+                if key in item.model_fields and item.model_fields[key].default == tag:
+                    return item
+            continue
+        stack.extend(getattr(item, "__args__", ()) or ())
+        if hasattr(item, "__metadata__"):
+            stack.append(item.__origin__)
+    return None
+
+
+def validate_mapping(raw: Any, model: type[BaseModel], source: str) -> Any:
+    """Validate a raw mapping into ``model``; raise one RecipeError line on failure."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: expected a YAML mapping of sections (name:, teacher:, ...), got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe_error(errors[0], model, source)
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise RecipeError(first + more) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return raw if raw is not None else {}
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
+    """Read, override, validate and (optionally) check that referenced files exist."""
+    source = str(path)
+    raw = apply_overrides(read_yaml(path), overrides or [], source)
+    recipe = validate_mapping(raw, Recipe, source)
+    if check_files:
+        check_recipe_files(recipe, source)
+    return recipe
+
+
+def load_teacher_recipe(path: str | Path, overrides: list[str] | None = None) -> TeacherTrainRecipe:
+    source = str(path)
+    raw = apply_overrides(read_yaml(path), overrides or [], source)
+    recipe = validate_mapping(raw, TeacherTrainRecipe, source)
+    check_data_files(recipe.data, source)
+    levels = len(recipe.unet.block_out_channels)
+    if recipe.data.resolution % (2 ** (levels - 1)):
+        raise RecipeError(
+            f"{source}: key 'data.resolution': {recipe.data.resolution} must be divisible by "
+            f"{2 ** (levels - 1)} for a UNet with {levels} levels"
+        )
+    bad = [lvl for lvl in recipe.unet.attention_levels if not 0 <= lvl < levels]
+    if bad:
+        raise RecipeError(f"{source}: key 'unet.attention_levels': levels {bad} do not exist (0..{levels - 1})")
+    return recipe
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_data_files(data: DataConfig, source: str) -> None:
+    path = resolve_builtin(data.path)
+    if data.kind == "fashion_mnist":
+        from edgekd.data.fashion_mnist import idx_files
+
+        images, _ = idx_files(path, data.split)
+        if not images.is_file():
+            raise RecipeError(
+                f"{source}: key 'data.path': Fashion-MNIST file {images} not found "
+                "(install Debian's dataset-fashion-mnist or point data.path at the folder of the .gz idx files)"
+            )
+    elif data.kind == "folder" and not path.is_dir():
+        raise RecipeError(f"{source}: key 'data.path': image folder {path} does not exist")
+    elif data.kind == "npz" and not path.is_file():
+        raise RecipeError(f"{source}: key 'data.path': .npz file {path} does not exist")
+
+
+def check_recipe_files(recipe: Recipe, source: str) -> None:
+    """Fail before any work if the teacher or the data the recipe names is not there."""
+    teacher = resolve_builtin(recipe.teacher.path)
+    if not teacher.exists() and not (HUB_ID.match(recipe.teacher.path) and not recipe.teacher.path.startswith((".", "/"))):
+        raise RecipeError(f"{source}: key 'teacher.path': teacher directory {teacher} does not exist")
+    if teacher.exists() and not (teacher / "unet").is_dir() and not (teacher / "config.json").is_file():
+        raise RecipeError(
+            f"{source}: key 'teacher.path': {teacher} is not a diffusers checkpoint "
+            "(expected unet/ and scheduler/ folders, or a config.json)"
+        )
+    check_data_files(recipe.data, source)

@@ -1,0 +1,156 @@
+"""A diffusers teacher: UNet2DModel (epsilon prediction) + its scheduler, sampled with deterministic DDIM.
+
+Loaded exactly as a user loads any diffusers checkpoint on disk (``unet/`` and ``scheduler/`` folders), or from a
+Hugging Face hub id at a site with internet; offline, a hub id fails at once with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edgekd.errors import MissingResourceError
+from edgekd.paths import resolve_builtin
+
+
+def _quiet_diffusers() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    from diffusers.utils import logging as dlogging
+
+    dlogging.set_verbosity_error()
+
+
+@dataclass
+class DiffusionTeacher:
+    """The teacher network and the scheduler configuration it was trained with."""
+
+    unet: nn.Module
+    scheduler_config: dict[str, Any]
+    source: str
+    fingerprint: str
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config["num_train_timesteps"])
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        cfg = self.unet.config
+        size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+        return (int(cfg.in_channels), int(size), int(size))
+
+    def ddim(self, steps: int, spacing: str = "trailing") -> Any:
+        """A fresh diffusers DDIMScheduler on this teacher's noise schedule with ``steps`` timesteps."""
+        from diffusers import DDIMScheduler
+
+        sched = DDIMScheduler.from_config(self.scheduler_config, timestep_spacing=spacing)
+        sched.set_timesteps(steps)
+        return sched
+
+    def timesteps(self, steps: int, spacing: str = "trailing") -> list[int]:
+        return [int(t) for t in self.ddim(steps, spacing).timesteps]
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        return self.unet(x, t).sample
+
+    @torch.no_grad()
+    def sample(
+        self,
+        noise: torch.Tensor,
+        steps: int,
+        spacing: str = "trailing",
+        eta: float = 0.0,
+        record: list[int] | None = None,
+        eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Deterministic DDIM (eta 0) from ``noise``; returns (x_0, states before the recorded step indices).
+
+        ``eps_fn`` swaps the network (an ONNX session, a routed set of students) under the same sampler.
+        """
+        sched = self.ddim(steps, spacing)
+        fn = eps_fn or (lambda x, t: self.eps(x, t))
+        x = noise * sched.init_noise_sigma
+        keep = set(record or [])
+        states = []
+        gen = torch.Generator(device="cpu").manual_seed(0) if eta > 0 else None
+        for i, t in enumerate(sched.timesteps):
+            if i in keep:
+                states.append(x.clone())
+            e = fn(x, t)
+            x = sched.step(e, t, x, eta=eta, generator=gen).prev_sample
+        stacked = torch.stack(states, dim=1) if states else None
+        return x, stacked
+
+
+def _fingerprint(unet: nn.Module, scheduler_config: dict[str, Any]) -> str:
+    """A content hash of weights + schedule, so trajectory stores never mix two teachers."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(unet.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type", "clip_sample")
+    h.update(repr({k: scheduler_config.get(k) for k in keys}).encode())
+    return h.hexdigest()[:16]
+
+
+def _is_hub_id(path: str) -> bool:
+    return "/" in path and not path.startswith((".", "/", "~", "builtin:")) and path.count("/") == 1
+
+
+def load_teacher(path: str, device: torch.device | str = "cpu") -> DiffusionTeacher:
+    """Load ``path`` (folder with unet/ + scheduler/, a bare UNet folder, builtin:NAME, or a hub id)."""
+    _quiet_diffusers()
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    local = resolve_builtin(path)
+    if local.exists():
+        unet_dir = local / "unet" if (local / "unet").is_dir() else local
+        sched_dir = local / "scheduler" if (local / "scheduler").is_dir() else None
+        if not (unet_dir / "config.json").is_file():
+            raise MissingResourceError(f"{local} is not a diffusers checkpoint: no unet/config.json")
+        try:
+            unet = UNet2DModel.from_pretrained(str(unet_dir))
+        except Exception as exc:  # diffusers raises many types for bad folders
+            raise MissingResourceError(f"cannot load the teacher UNet from {unet_dir}: {exc}") from None
+        if sched_dir is not None:
+            scheduler_config = dict(DDPMScheduler.load_config(str(sched_dir)))
+        else:
+            scheduler_config = dict(DDPMScheduler().config)
+        source = str(local)
+    elif _is_hub_id(path):
+        try:
+            unet = UNet2DModel.from_pretrained(path, subfolder="unet")
+            scheduler_config = dict(DDPMScheduler.load_config(path, subfolder="scheduler"))
+        except Exception as exc:
+            raise MissingResourceError(
+                f"teacher '{path}' is not a local folder and could not be fetched from the Hugging Face hub "
+                f"({type(exc).__name__}). Offline? Download it where there is internet "
+                f"(huggingface-cli download {path} --local-dir DIR) and set teacher.path: DIR"
+            ) from None
+        source = f"hub:{path}"
+    else:
+        raise MissingResourceError(f"teacher {local} does not exist (expected a diffusers folder with unet/ and scheduler/)")
+    if scheduler_config.get("prediction_type", "epsilon") != "epsilon":
+        raise MissingResourceError(
+            f"teacher {path}: prediction_type '{scheduler_config.get('prediction_type')}' is not supported yet "
+            "(edgekd's samplers expect an epsilon-prediction DDPM)"
+        )
+    unet.eval().requires_grad_(False).to(device)
+    return DiffusionTeacher(unet=unet, scheduler_config=scheduler_config, source=source,
+                            fingerprint=_fingerprint(unet, scheduler_config))
+
+
+def save_teacher(unet: nn.Module, scheduler_config: dict[str, Any], folder: Path) -> None:
+    """Write a diffusers checkpoint (unet/ + scheduler/) that ``load_teacher`` and diffusers both read."""
+    from diffusers import DDPMScheduler
+
+    unet.save_pretrained(str(folder / "unet"), safe_serialization=True)
+    DDPMScheduler.from_config(scheduler_config).save_config(str(folder / "scheduler"))
