@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", action="store_true", help="export the teacher's denoising step instead of the student")
     p.add_argument("--batch", type=int, default=None, help="fix the batch size (default: dynamic)")
     p.add_argument("--psnr-min", type=float, default=None)
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                   help="torch.onnx path: dynamo (default, modern) or torchscript (faster, legacy)")
 
     p = sub.add_parser("profile", help="student against teacher: latency, size, MACs, FID, PSNR")
     p.add_argument("run")
@@ -92,12 +94,13 @@ def run(args: argparse.Namespace) -> int:
         print(sample_grid(Path(args.run), args.num, args.seed, args.teacher_steps, args.out))
         return 0
     if args.command == "export":
-        from edgekd.pipeline import export_run
+        from edgekd.export import export_run
 
-        export_run(Path(args.run), target=args.target, teacher=args.teacher, batch=args.batch, psnr_min=args.psnr_min)
+        export_run(Path(args.run), target=args.target, teacher=args.teacher, batch=args.batch, psnr_min=args.psnr_min,
+                   exporter=args.exporter)
         return 0
     if args.command == "profile":
-        from edgekd.pipeline import profile_run
+        from edgekd.profile.run import profile_run
 
         profile_run(Path(args.run), fid_samples=args.fid_samples, teacher_steps=args.teacher_steps, repeats=args.repeats)
         return 0

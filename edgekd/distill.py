@@ -17,9 +17,10 @@ from edgekd.recipe import Recipe
 from edgekd.rundir import RunDir
 from edgekd.students import save_student
 from edgekd.teachers.diffusers_teacher import DiffusionTeacher, load_teacher
-from edgekd.teachers.store import TrajectorySet, TrajectorySpec, TrajectoryStore
+from edgekd.methods import setup_method
+from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
 from edgekd.train.checkpoint import AtomicDir, atomic_write_json
-from edgekd.train.loop import TensorSource, Trainer, pick_device, seed_everything
+from edgekd.train.loop import Trainer, pick_device, seed_everything
 
 
 def open_store(recipe: Recipe, teacher: DiffusionTeacher) -> TrajectoryStore:
@@ -43,15 +44,6 @@ def check_teacher_matches_data(recipe: Recipe, teacher: DiffusionTeacher) -> Non
         )
 
 
-def build_method(recipe: Recipe, teacher: DiffusionTeacher) -> object:
-    from edgekd.methods.denoising_student import DenoisingStudentMethod
-    from edgekd.students.unet_student import build_unet_student
-
-    first_t = teacher.timesteps(recipe.teacher.steps, recipe.teacher.timestep_spacing)[0]
-    student = build_unet_student(recipe.student, teacher.unet, first_t)
-    return DenoisingStudentMethod(student, recipe.method, recipe.train)
-
-
 def distill(recipe: Recipe, resume: bool = False) -> Path:
     """Run the whole distillation; returns the run directory (its ``student/`` holds the best EMA student)."""
     if recipe.train.threads:
@@ -71,25 +63,18 @@ def distill(recipe: Recipe, resume: bool = False) -> Path:
     traj = recipe.trajectory
     store.ensure(teacher, traj.num_samples, traj.shard_size, traj.batch_size, device)
     n_train = traj.num_samples - traj.heldout
-    train_set = store.read(0, n_train)
-    heldout_set = store.read(n_train, traj.num_samples)
-    heldout = TensorSource({"noise": heldout_set["noise"], "x0": heldout_set["x0"]}).all()
-    source = TensorSource({"noise": train_set["noise"], "x0": train_set["x0"]})
-
-    method = build_method(recipe, teacher)
-    preview = {k: v[:16] for k, v in heldout.items()}
+    setup = setup_method(recipe, teacher, store.read(0, n_train), store.read(n_train, traj.num_samples), device)
 
     def sample_fn(net: nn.Module, step: int) -> None:
-        with torch.no_grad():
-            out = net(preview["noise"].to(device)).float().cpu()
-        labelled_rows({f"teacher DDIM-{recipe.teacher.steps}": preview["x0"], f"student (1 step), step {step}": out},
-                      run.path / "samples" / f"step_{step:08d}.png")
+        rows = setup.preview(net)
+        rows = {(f"{k}, step {step}" if k.startswith("student") else k): v for k, v in rows.items()}
+        labelled_rows(rows, run.path / "samples" / f"step_{step:08d}.png")
 
     def save_best(net: nn.Module, folder: Path) -> None:
         with AtomicDir(folder) as tmp:
             save_student(_cpu_copy(net), tmp)
 
-    trainer = Trainer(run.path, recipe.train, method, source, heldout, device, recipe.seed,
+    trainer = Trainer(run.path, recipe.train, setup.method, setup.source, setup.heldout, device, recipe.seed,
                       sample_fn=sample_fn, save_generator=save_best)
     result = trainer.run(resume=resume)
     best = run.path / "best"

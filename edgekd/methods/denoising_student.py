@@ -14,8 +14,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from typing import TYPE_CHECKING
+
+from edgekd.methods import MethodSetup, register
 from edgekd.recipe import DenoisingStudentConfig, TrainConfig
 from edgekd.train.loop import Batch
+
+if TYPE_CHECKING:
+    from edgekd.recipe import Recipe
+    from edgekd.teachers.diffusers_teacher import DiffusionTeacher
+    from edgekd.teachers.store import TrajectorySet
 
 
 class DenoisingStudentMethod:
@@ -49,3 +57,24 @@ class DenoisingStudentMethod:
 
     def eval_loss(self, generator: nn.Module, batch: Batch) -> float:
         return float(self.loss(generator, batch))
+
+
+@register("denoising_student")
+def setup(recipe: "Recipe", teacher: "DiffusionTeacher", train: "TrajectorySet", heldout: "TrajectorySet",
+          device: torch.device) -> MethodSetup:
+    """Pairs (noise, teacher x_0) from the store; the student evaluates the teacher's first DDIM timestep."""
+    from edgekd.students.unet_student import build_unet_student
+    from edgekd.train.loop import TensorSource
+
+    first_t = teacher.timesteps(recipe.teacher.steps, recipe.teacher.timestep_spacing)[0]
+    student = build_unet_student(recipe.student, teacher.unet, first_t)
+    method = DenoisingStudentMethod(student, recipe.method, recipe.train)
+    held = TensorSource({"noise": heldout["noise"], "x0": heldout["x0"]}).all()
+    preview_noise, preview_x0 = held["noise"][:16], held["x0"][:16]
+
+    def preview(net: nn.Module) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            out = net(preview_noise.to(device)).float().cpu()
+        return {f"teacher DDIM-{recipe.teacher.steps}": preview_x0, "student (1 step)": out}
+
+    return MethodSetup(method, TensorSource({"noise": train["noise"], "x0": train["x0"]}), held, preview)

@@ -48,12 +48,7 @@ class DiffusionTeacher:
         return (int(cfg.in_channels), int(size), int(size))
 
     def ddim(self, steps: int, spacing: str = "trailing") -> Any:
-        """A fresh diffusers DDIMScheduler on this teacher's noise schedule with ``steps`` timesteps."""
-        from diffusers import DDIMScheduler
-
-        sched = DDIMScheduler.from_config(self.scheduler_config, timestep_spacing=spacing)
-        sched.set_timesteps(steps)
-        return sched
+        return make_ddim(self.scheduler_config, steps, spacing)
 
     def timesteps(self, steps: int, spacing: str = "trailing") -> list[int]:
         return [int(t) for t in self.ddim(steps, spacing).timesteps]
@@ -62,32 +57,45 @@ class DiffusionTeacher:
         return self.unet(x, t).sample
 
     @torch.no_grad()
-    def sample(
-        self,
-        noise: torch.Tensor,
-        steps: int,
-        spacing: str = "trailing",
-        eta: float = 0.0,
-        record: list[int] | None = None,
-        eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Deterministic DDIM (eta 0) from ``noise``; returns (x_0, states before the recorded step indices).
+    def sample(self, noise: torch.Tensor, steps: int, spacing: str = "trailing", eta: float = 0.0,
+               record: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Deterministic DDIM (eta 0) from ``noise`` with this teacher's network."""
+        return ddim_sample(self.scheduler_config, self.eps, noise, steps, spacing, eta, record)
 
-        ``eps_fn`` swaps the network (an ONNX session, a routed set of students) under the same sampler.
-        """
-        sched = self.ddim(steps, spacing)
-        fn = eps_fn or (lambda x, t: self.eps(x, t))
-        x = noise * sched.init_noise_sigma
-        keep = set(record or [])
-        states = []
-        gen = torch.Generator(device="cpu").manual_seed(0) if eta > 0 else None
-        for i, t in enumerate(sched.timesteps):
-            if i in keep:
-                states.append(x.clone())
-            e = fn(x, t)
-            x = sched.step(e, t, x, eta=eta, generator=gen).prev_sample
-        stacked = torch.stack(states, dim=1) if states else None
-        return x, stacked
+
+def make_ddim(scheduler_config: dict[str, Any], steps: int, spacing: str = "trailing") -> Any:
+    """A fresh diffusers DDIMScheduler on the teacher's noise schedule with ``steps`` timesteps."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(scheduler_config, timestep_spacing=spacing)
+    sched.set_timesteps(steps)
+    return sched
+
+
+@torch.no_grad()
+def ddim_sample(
+    scheduler_config: dict[str, Any],
+    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    noise: torch.Tensor,
+    steps: int,
+    spacing: str = "trailing",
+    eta: float = 0.0,
+    record: list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """DDIM through diffusers' scheduler around any epsilon function (torch UNet, ONNX session, routed students).
+
+    Returns (x_0, the states x_t just before each recorded step index, stacked on dim 1, or None).
+    """
+    sched = make_ddim(scheduler_config, steps, spacing)
+    x = noise * sched.init_noise_sigma
+    keep = set(record or [])
+    states = []
+    gen = torch.Generator(device="cpu").manual_seed(0) if eta > 0 else None
+    for i, t in enumerate(sched.timesteps):
+        if i in keep:
+            states.append(x.clone())
+        x = sched.step(eps_fn(x, t), t, x, eta=eta, generator=gen).prev_sample
+    return x, (torch.stack(states, dim=1) if states else None)
 
 
 def _fingerprint(unet: nn.Module, scheduler_config: dict[str, Any]) -> str:

@@ -1,0 +1,47 @@
+"""ONNX export through torch.onnx (dynamo exporter by default; TorchScript exporter as a faster fallback)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgekd.errors import EdgekdError
+
+
+class TeacherStep(nn.Module):
+    """One denoising step of the teacher: (sample, int64 timestep [B]) -> epsilon. Exported for on-device DDIM."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self.unet(sample, timestep).sample
+
+
+def export_onnx(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
+                output_name: str, dynamic_batch: bool = True, exporter: str = "dynamo") -> Path:
+    """Export ``model`` to ``path``; batch is dynamic unless ``dynamic_batch`` is False."""
+    model = model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if exporter == "dynamo":
+                dyn = None
+                if dynamic_batch:
+                    batch = torch.export.Dim("batch", min=1, max=4096)
+                    dyn = {name: {0: batch} for name in input_names}
+                torch.onnx.export(model, example, str(path), dynamo=True, input_names=input_names,
+                                  output_names=[output_name], dynamic_shapes=dyn, verbose=False,
+                                  external_data=False)
+            else:
+                axes = {n: {0: "batch"} for n in [*input_names, output_name]} if dynamic_batch else None
+                torch.onnx.export(model, example, str(path), dynamo=False, input_names=input_names,
+                                  output_names=[output_name], dynamic_axes=axes, opset_version=17)
+        except Exception as exc:  # the exporters raise many types; the user needs the op and the fix
+            raise EdgekdError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                              "try --exporter torchscript") from None
+    return path
