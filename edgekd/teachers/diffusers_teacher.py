@@ -113,6 +113,42 @@ def _is_hub_id(path: str) -> bool:
     return "/" in path and not path.startswith((".", "/", "~", "builtin:")) and path.count("/") == 1
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub, so an offline machine fails in seconds instead of retrying for a minute."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_from_hub(repo_id: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The hub's local cache first; the network only when the hub answers."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    attempts = [True] if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable() else [True, False]
+    last: Exception | None = None
+    for local_only in attempts:
+        try:
+            unet = UNet2DModel.from_pretrained(repo_id, subfolder="unet", local_files_only=local_only)
+            config = dict(DDPMScheduler.load_config(repo_id, subfolder="scheduler", local_files_only=local_only))
+            return unet, config
+        except Exception as exc:  # diffusers/hub raise many types; the user needs one sentence
+            last = exc
+    offline = len(attempts) == 1
+    raise MissingResourceError(
+        f"teacher '{repo_id}' is not a local folder"
+        + (" and the Hugging Face hub is not reachable from here (offline)" if offline else
+           f" and could not be fetched from the Hugging Face hub ({type(last).__name__})")
+        + f". Download it where there is internet (huggingface-cli download {repo_id} --local-dir DIR) "
+        "and set teacher.path: DIR"
+    )
+
+
 def load_teacher(path: str, device: torch.device | str = "cpu") -> DiffusionTeacher:
     """Load ``path`` (folder with unet/ + scheduler/, a bare UNet folder, builtin:NAME, or a hub id)."""
     _quiet_diffusers()
@@ -134,15 +170,7 @@ def load_teacher(path: str, device: torch.device | str = "cpu") -> DiffusionTeac
             scheduler_config = dict(DDPMScheduler().config)
         source = str(local)
     elif _is_hub_id(path):
-        try:
-            unet = UNet2DModel.from_pretrained(path, subfolder="unet")
-            scheduler_config = dict(DDPMScheduler.load_config(path, subfolder="scheduler"))
-        except Exception as exc:
-            raise MissingResourceError(
-                f"teacher '{path}' is not a local folder and could not be fetched from the Hugging Face hub "
-                f"({type(exc).__name__}). Offline? Download it where there is internet "
-                f"(huggingface-cli download {path} --local-dir DIR) and set teacher.path: DIR"
-            ) from None
+        unet, scheduler_config = _load_from_hub(path)
         source = f"hub:{path}"
     else:
         raise MissingResourceError(f"teacher {local} does not exist (expected a diffusers folder with unet/ and scheduler/)")

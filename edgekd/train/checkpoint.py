@@ -118,7 +118,7 @@ def load_state(folder: Path, name: str) -> Any:
     try:
         tensors = load_file(str(folder / f"{name}.safetensors"))
         skeleton = json.loads((folder / f"{name}.json").read_text())
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # safetensors raises its own SafetensorError on a corrupt header
         raise EdgekdError(f"checkpoint {folder} is unreadable or incomplete ({exc}); delete it to start over") from None
     return unflatten_state(skeleton, tensors)
 
@@ -133,5 +133,5 @@ def save_weights(folder: Path, module: torch.nn.Module, config: dict[str, Any], 
 def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
-    except (OSError, ValueError, Exception) as exc:  # safetensors raises its own error type on corrupt headers
+    except Exception as exc:  # safetensors raises its own SafetensorError on a corrupt header
         raise EdgekdError(f"{path} is not a readable safetensors file ({exc})") from None

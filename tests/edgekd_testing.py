@@ -1,0 +1,45 @@
+"""Constants and helpers shared by the tests (a module, not conftest, so test files can import them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+__all__ = ["ROOT", "SHARED_TEACHER", "FMNIST", "needs_fmnist", "needs_shared_teacher", "tiny_recipe", "write_recipe"]
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_TEACHER = ROOT.parent / "shared" / "teachers" / "fmnist-ddpm-s"
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+needs_fmnist = pytest.mark.skipif(not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+                                  reason="Fashion-MNIST idx files not installed (apt-get install dataset-fashion-mnist)")
+needs_shared_teacher = pytest.mark.skipif(not (SHARED_TEACHER / "unet" / "config.json").is_file(),
+                                          reason="../shared/teachers/fmnist-ddpm-s is not beside this checkout")
+
+
+def tiny_recipe(teacher: Path, run_dir: Path, **sections: dict) -> dict:
+    """A recipe that distills in seconds on a CPU."""
+    recipe = {
+        "name": "tiny",
+        "run_dir": str(run_dir),
+        "device": "cpu",
+        "data": {"kind": "fashion_mnist", "path": str(FMNIST)},
+        "teacher": {"path": str(teacher), "steps": 3},
+        "trajectory": {"num_samples": 48, "heldout": 8, "shard_size": 20, "batch_size": 16,
+                       "cache_dir": str(run_dir.parent / "cache")},
+        "student": {"init": "scratch", "block_out_channels": [8, 8], "norm_num_groups": 4},
+        "train": {"steps": 12, "batch_size": 8, "eval_every": 4, "sample_every": 6, "checkpoint_every": 4,
+                  "warmup_steps": 2, "lr": 1e-3},
+        "export": {"parity_samples": 2},
+        "profile": {"fid_samples": 16, "teacher_steps": [3], "latency_repeats": 2, "threads": [1], "batch_size": 16},
+    }
+    for key, value in sections.items():
+        recipe.setdefault(key, {}).update(value) if isinstance(value, dict) else recipe.__setitem__(key, value)
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
