@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from edgekd.errors import EdgekdError
@@ -80,6 +80,27 @@ def _as_tensor(array: Any, idx: Any) -> torch.Tensor:
     return torch.from_numpy(np.asarray(array[idx], dtype=np.float32))
 
 
+def warmup_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
+    """EMA whose decay warms up as min(decay, (1 + n) / (10 + n)) (as diffusers' EMAModel does).
+
+    A fixed 0.999 keeps 0.999**n of the random initialisation in the average: 37% after 1000 steps, which
+    ruins the short runs edgekd makes on CPUs.
+    """
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: Any) -> None:
+        n = int(num_averaged) if not isinstance(num_averaged, torch.Tensor) else int(num_averaged.item())
+        d = min(decay, (1 + n) / (10 + n))
+        floats = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1.0 - d)
+        for e, p in zip(ema_params, params):
+            if not e.is_floating_point():
+                e.copy_(p)
+
+    return update
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise EdgekdError("device: cuda was asked for but no CUDA GPU is visible (use device: auto or cpu)")
@@ -127,7 +148,7 @@ class Trainer:
         self.sample_fn = sample_fn
         self.save_generator = save_generator
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.ema = AveragedModel(method.generator, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.ema = AveragedModel(method.generator, multi_avg_fn=warmup_ema(cfg.ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
         self.optimizers = method.optimizers()
         warm = max(cfg.warmup_steps, 1)
