@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from edgekd.methods import MethodSetup, register
 from edgekd.recipe import DenoisingStudentConfig, TrainConfig
-from edgekd.train.loop import Batch
+from edgekd.train.loop import Batch, backward_step
 
 if TYPE_CHECKING:
     from edgekd.recipe import Recipe
@@ -48,12 +48,7 @@ class DenoisingStudentMethod:
     def train_step(self, batch: Batch, step: int, autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
         with autocast():
             loss = self.loss(self.generator, batch)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.grad_clip)
-        self.opt.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": backward_step(loss, self.opt, self.generator.parameters(), self.grad_clip)}
 
     def eval_loss(self, generator: nn.Module, batch: Batch) -> float:
         return float(self.loss(generator, batch))

@@ -22,7 +22,7 @@ from edgekd.noise import make_noise
 from edgekd.recipe import TeacherTrainRecipe, UNetArchConfig
 from edgekd.teachers.diffusers_teacher import DiffusionTeacher, save_teacher
 from edgekd.train.checkpoint import AtomicDir, atomic_write_json
-from edgekd.train.loop import Batch, TensorSource, Trainer, pick_device, seed_everything
+from edgekd.train.loop import Batch, TensorSource, Trainer, backward_step, pick_device, seed_everything
 
 
 def build_unet(arch: UNetArchConfig, resolution: int, channels: int) -> nn.Module:
@@ -78,12 +78,7 @@ class DDPMMethod:
         t = torch.randint(0, self.num_t, (x0.shape[0],), device=x0.device)
         with autocast():
             loss = self._loss(self.generator, x0, noise, t)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.grad_clip)
-        self.opt.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": backward_step(loss, self.opt, self.generator.parameters(), self.grad_clip)}
 
     def eval_loss(self, generator: nn.Module, batch: Batch) -> float:
         return float(self._loss(generator, batch["images"], batch["noise"], batch["t"]))

@@ -80,6 +80,16 @@ def _as_tensor(array: Any, idx: Any) -> torch.Tensor:
     return torch.from_numpy(np.asarray(array[idx], dtype=np.float32))
 
 
+def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: Any, grad_clip: float | None) -> float:
+    """zero_grad, backward, optional gradient-norm clipping, step; returns the loss as a float."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
 def warmup_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
     """EMA whose decay warms up as min(decay, (1 + n) / (10 + n)) (as diffusers' EMAModel does).
 
