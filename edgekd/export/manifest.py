@@ -9,11 +9,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgekd.errors import EdgekdError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+# Version 2 added tflite/coreml fields (quantization, parity_skipped, checks, runtime_options); every one is
+# optional, so a version-1 file (ONNX only) still reads as it was written.
+READABLE_VERSIONS = (1, 2)
 
 
 class _M(BaseModel):
@@ -77,12 +80,23 @@ class Manifest(_M):
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     sampling: SamplingSpec
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    quantization: str | None = Field(None, description="how the weights/activations were reduced, when not fp32")
     parity: ParitySpec | None = None
+    parity_skipped: str | None = Field(None, description="why parity is null (e.g. CoreML cannot predict on Linux)")
+    checks: dict[str, Any] = Field(default_factory=dict, description="structural/accelerator checks run at export")
+    runtime_options: dict[str, Any] = Field(default_factory=dict, description="what the runtime must be told")
     source: dict[str, Any] = Field(default_factory=dict)
     created: str
 
+    @model_validator(mode="after")
+    def _parity_or_reason(self) -> "Manifest":
+        if self.format_version >= 2 and self.parity is None and not self.parity_skipped:
+            raise ValueError("parity is null but parity_skipped gives no reason")
+        return self
+
 
 def manifest_path(model_path: Path) -> Path:
+    """``student.onnx`` -> ``student.manifest.json`` (also for a ``student.mlpackage`` directory)."""
     return model_path.with_name(model_path.stem + ".manifest.json")
 
 
@@ -95,8 +109,9 @@ def read_manifest(path: Path) -> Manifest:
     except ValueError as exc:
         raise EdgekdError(f"manifest {path} is not valid JSON ({exc})") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version != MANIFEST_VERSION:
-        raise EdgekdError(f"manifest {path} has format_version {version!r}; this edgekd reads version {MANIFEST_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise EdgekdError(f"manifest {path} has format_version {version!r}; this edgekd reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:

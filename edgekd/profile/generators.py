@@ -112,3 +112,157 @@ def generate_batched(gen: Generator, noise: torch.Tensor, batch_size: int = 128,
         bar.update(len(outs[-1]))
     bar.close()
     return torch.cat(outs)
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _fixed_batch_run(batch: int, n: int, call: Any) -> torch.Tensor:
+    """Run a fixed-batch model over ``n`` images: chunks of ``batch``, the last one zero-padded and trimmed."""
+    outs = []
+    for i in range(0, n, batch):
+        take = min(batch, n - i)
+        outs.append(call(i, take)[:take])
+    return torch.cat(outs)
+
+
+def _pad(x: np.ndarray, batch: int) -> np.ndarray:
+    if x.shape[0] == batch:
+        return x
+    pad = np.zeros((batch - x.shape[0], *x.shape[1:]), dtype=x.dtype)
+    return np.concatenate([x, pad])
+
+
+class _LiteRTModel:
+    """A .tflite file in the ai-edge-litert interpreter (XNNPACK on CPU), called through its signature."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.runner = self.interpreter.get_signature_runner()
+        details = self.runner.get_input_details()
+        self.inputs = {name: (tuple(int(s) for s in d["shape"]), d["dtype"]) for name, d in details.items()}
+        self.output = next(iter(self.runner.get_output_details()))
+        self.batch = next(iter(self.inputs.values()))[0][0]
+        self.runtime = f"ai-edge-litert {_dist_version('ai-edge-litert')} XNNPACK{'' if threads is None else f' {threads}t'}"
+
+    def __call__(self, **arrays: np.ndarray) -> np.ndarray:
+        feed = {k: _pad(np.ascontiguousarray(v, dtype=self.inputs[k][1]), self.batch) for k, v in arrays.items()}
+        return self.runner(**feed)[self.output]
+
+
+class TFLiteStudent:
+    """A one-step student exported to TFLite (fixed batch), run in ai-edge-litert; loops over any number of images."""
+
+    calls_per_image = 1
+
+    def __init__(self, path: Path, threads: int | None = None, name: str = "student"):
+        self.model = _LiteRTModel(path, threads)
+        self.input = next(iter(self.model.inputs))
+        self.name, self.runtime = name, self.model.runtime
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        x = noise.numpy()
+        return _fixed_batch_run(self.model.batch, len(noise),
+                                lambda i, k: torch.from_numpy(self.model(**{self.input: x[i : i + k]}).copy()))
+
+
+class TFLiteTeacher:
+    """The teacher's exported denoising step in ai-edge-litert, driven by diffusers' DDIM scheduler."""
+
+    def __init__(self, path: Path, scheduler_config: dict[str, Any], steps: int, threads: int | None = None,
+                 spacing: str = "trailing"):
+        self.model = _LiteRTModel(path, threads)
+        self.scheduler_config, self.steps, self.spacing = scheduler_config, steps, spacing
+        self.calls_per_image = steps
+        self.name = f"teacher DDIM-{steps}"
+        self.runtime = self.model.runtime
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        xs = x.numpy()
+
+        def call(i: int, k: int) -> torch.Tensor:
+            ts = np.full((k,), int(t), dtype=np.int64)
+            return torch.from_numpy(self.model(sample=xs[i : i + k], timestep=ts).copy())
+
+        return _fixed_batch_run(self.model.batch, len(x), call)
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        return ddim_sample(self.scheduler_config, self._eps, noise, self.steps, self.spacing)[0]
+
+
+def _coreml_model(path: Path, compute_units: str) -> Any:
+    import platform
+
+    from edgekd.errors import EdgekdError
+
+    if platform.system() != "Darwin":
+        raise EdgekdError(f"CoreML models can only be run on macOS (this is {platform.system()}); {path} was checked "
+                          "structurally at export")
+    import coremltools as ct
+
+    return ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+
+
+class _CoreMLRunner:
+    def __init__(self, path: Path, compute_units: str):
+        self.model = _coreml_model(path, compute_units)
+        desc = self.model.get_spec().description
+        self.inputs = {i.name: tuple(int(s) for s in i.type.multiArrayType.shape) for i in desc.input}
+        from coremltools.proto import FeatureTypes_pb2 as ft
+
+        int32 = ft.ArrayFeatureType.ArrayDataType.Value("INT32")
+        self.dtypes = {i.name: (np.int32 if i.type.multiArrayType.dataType == int32 else np.float32) for i in desc.input}
+        self.output = desc.output[0].name
+        self.batch = next(iter(self.inputs.values()))[0]
+        self.runtime = f"coremltools {_dist_version('coremltools')} MLModel.predict {compute_units}"
+
+    def __call__(self, **arrays: np.ndarray) -> np.ndarray:
+        feed = {k: _pad(np.ascontiguousarray(v, dtype=self.dtypes[k]), self.batch) for k, v in arrays.items()}
+        return np.asarray(self.model.predict(feed)[self.output], dtype=np.float32)
+
+
+class CoreMLStudent:
+    """A one-step student as a CoreML ML program (.mlpackage, fixed batch), run with MLModel.predict (macOS only)."""
+
+    calls_per_image = 1
+
+    def __init__(self, path: Path, compute_units: str = "ALL", name: str = "student"):
+        self.model = _CoreMLRunner(path, compute_units)
+        self.input = next(iter(self.model.inputs))
+        self.name, self.runtime = name, self.model.runtime
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        x = noise.numpy()
+        return _fixed_batch_run(self.model.batch, len(noise),
+                                lambda i, k: torch.from_numpy(self.model(**{self.input: x[i : i + k]})))
+
+
+class CoreMLTeacher:
+    """The teacher's denoising step as a CoreML ML program driven by diffusers' DDIM scheduler (macOS only)."""
+
+    def __init__(self, path: Path, scheduler_config: dict[str, Any], steps: int, compute_units: str = "ALL",
+                 spacing: str = "trailing"):
+        self.model = _CoreMLRunner(path, compute_units)
+        self.scheduler_config, self.steps, self.spacing = scheduler_config, steps, spacing
+        self.calls_per_image = steps
+        self.name = f"teacher DDIM-{steps}"
+        self.runtime = self.model.runtime
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        xs = x.numpy()
+
+        def call(i: int, k: int) -> torch.Tensor:
+            return torch.from_numpy(self.model(sample=xs[i : i + k], timestep=np.full((k,), int(t), dtype=np.int32)))
+
+        return _fixed_batch_run(self.model.batch, len(x), call)
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        return ddim_sample(self.scheduler_config, self._eps, noise, self.steps, self.spacing)[0]
