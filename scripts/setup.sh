@@ -19,5 +19,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 EXTRAS="${EDGEKD_EXTRAS:-onnx,tflite,coreml,compress,test}"
 echo "setup: installing edgekd[$EXTRAS] (first time: a few minutes)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$EXTRAS]"
+.venv/bin/python -m pip install --progress-bar off --disable-pip-version-check -c constraints.txt -e ".[$EXTRAS]"
 .venv/bin/python -c "import torch, edgekd; print(f'setup: edgekd {edgekd.__version__}, torch {torch.__version__}')"
