@@ -33,19 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="write a grid of teacher and student samples on the same noise")
     p.add_argument("run")
-    p.add_argument("-n", "--num", type=int, default=32)
+    p.add_argument("-n", "--num", type=int, default=None, help="images (default 32; 8 with --previews)")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--teacher-steps", type=int, default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--previews", action="store_true",
+                   help="layerwise (adv_kd) students: every block's head next to the teacher's state it learned "
+                        "(the recipe's teacher steps; --teacher-steps is ignored)")
 
-    p = sub.add_parser("export", help="export a run's student (onnx) and check it against PyTorch")
+    p = sub.add_parser("export", help="export a run's student (onnx|tflite|coreml|all) and check it against PyTorch")
     p.add_argument("run")
-    p.add_argument("--target", default="onnx", choices=["onnx"])
+    # targets and precisions are checked by edgekd.export (one clear line, exit 2), not by argparse choices
+    p.add_argument("--target", default="onnx", help="onnx (default), tflite, coreml or all")
+    p.add_argument("--precision", default="fp32", help="fp32 (default), fp16 or int8 (tflite, coreml)")
     p.add_argument("--teacher", action="store_true", help="export the teacher's denoising step instead of the student")
-    p.add_argument("--batch", type=int, default=None, help="fix the batch size (default: dynamic)")
-    p.add_argument("--psnr-min", type=float, default=None)
+    p.add_argument("--batch", type=int, default=None,
+                   help="fix the batch size (onnx default: dynamic; tflite/coreml default: 1)")
+    p.add_argument("--psnr-min", type=float, default=None,
+                   help="parity bar in dB (default: recipe export.psnr_min; 25 for int8)")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
                    help="torch.onnx path: dynamo (default, modern) or torchscript (faster, legacy)")
+    p.add_argument("--compute-units", default="ALL", help="coreml: ALL (default), CPU_AND_NE, CPU_AND_GPU, CPU_ONLY")
+    p.add_argument("--deployment-target", default="iOS17", help="coreml minimum deployment target (default iOS17)")
 
     p = sub.add_parser("profile", help="student against teacher: latency, size, MACs, FID, PSNR")
     p.add_argument("run")
@@ -91,13 +100,19 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "sample":
         from edgekd.pipeline import sample_grid
 
-        print(sample_grid(Path(args.run), args.num, args.seed, args.teacher_steps, args.out))
+        num = args.num or (8 if args.previews else 32)
+        print(sample_grid(Path(args.run), num, args.seed, args.teacher_steps, args.out, previews=args.previews))
         return 0
     if args.command == "export":
-        from edgekd.export import export_run
+        from edgekd.export import export_all, export_run
 
-        export_run(Path(args.run), target=args.target, teacher=args.teacher, batch=args.batch, psnr_min=args.psnr_min,
-                   exporter=args.exporter)
+        options = dict(teacher=args.teacher, batch=args.batch, psnr_min=args.psnr_min, exporter=args.exporter,
+                       precision=args.precision, compute_units=args.compute_units,
+                       deployment_target=args.deployment_target)
+        if args.target == "all":
+            export_all(Path(args.run), **options)
+        else:
+            export_run(Path(args.run), target=args.target, **options)
         return 0
     if args.command == "profile":
         from edgekd.profile.run import profile_run
@@ -107,8 +122,23 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def main(argv: list[str] | None = None) -> int:
+def quiet_libraries() -> None:
+    """Keep a command's output to its own lines.
+
+    litert-torch pulls in torchao, whose import (through diffusers) logs failed CUDA-kernel loads and pytree
+    deprecations on a CPU build; the ONNX exporter logs skipped torchvision ops; diffusers suggests accelerate.
+    """
+    import logging
+
     os.environ.setdefault("NNCF_CI", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    for noisy in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration",
+                  "diffusers.models.modeling_utils"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -26,7 +26,8 @@ def quickstart(run_dir: Path, overrides: list[str], resume: bool = False) -> int
     recipe = load_recipe(QUICKSTART_RECIPE, [f"run_dir={run_dir}", *overrides])
     print(f"edgekd quickstart: recipe {QUICKSTART_RECIPE.name}, run directory {run_dir}")
     path = distill(recipe, resume=resume)
-    export_run(path)
+    for target in dict.fromkeys(["onnx", *recipe.export.targets]):  # the profiler runs the ONNX pair
+        export_run(path, target=target)
     export_run(path, teacher=True)
     profile_run(path)
     print(f"quickstart finished in {(time.time() - started) / 60:.1f} min: student {path / 'student'}, "
@@ -34,13 +35,21 @@ def quickstart(run_dir: Path, overrides: list[str], resume: bool = False) -> int
     return 0
 
 
-def sample_grid(run_path: Path, num: int, seed: int, teacher_steps: int | None, out: str | None) -> Path:
-    """Teacher (DDIM-N) and student side by side on the same noise, as one PNG."""
+def sample_grid(run_path: Path, num: int, seed: int, teacher_steps: int | None, out: str | None,
+                previews: bool = False) -> Path:
+    """Teacher (DDIM-N) and student side by side on the same noise, as one PNG.
+
+    ``previews``: a layerwise (Adv-KD) student's every head, upsampled to full size, under the teacher's state
+    that head learned (the recipe's DDIM steps and recorded points), for the same noise: the denoising, layer by
+    layer.
+    """
     from edgekd.teachers.diffusers_teacher import load_teacher
 
     run = RunDir.open(run_path)
     recipe = run.recipe()
     teacher = load_teacher(recipe.teacher.path)
+    if previews:
+        return _preview_grid(run, recipe, teacher, num, seed, out)
     steps = teacher_steps or recipe.teacher.steps
     noise = make_noise(seed, 0, num, teacher.sample_shape)
     with torch.no_grad():
@@ -49,3 +58,25 @@ def sample_grid(run_path: Path, num: int, seed: int, teacher_steps: int | None, 
     path = Path(out) if out else run.path / "samples" / f"teacher_vs_student_seed{seed}.png"
     return labelled_rows({f"teacher DDIM-{steps}": teacher_out, "student (1 step)": student_out}, path,
                          crop=image_crop(recipe))
+
+
+def _preview_grid(run: RunDir, recipe, teacher, num: int, seed: int, out: str | None) -> Path:  # noqa: ANN001
+    from edgekd.errors import EdgekdError
+    from edgekd.methods.adv_kd import point_labels, preview_rows, record_points
+
+    student = run.student()
+    if not hasattr(student, "heads"):
+        raise EdgekdError(f"{run.path}: --previews needs a layerwise (adv_kd) student; this run's student has no "
+                          "per-block heads")
+    steps, spacing = recipe.teacher.steps, recipe.teacher.timestep_spacing
+    points = record_points(recipe.trajectory.record, steps)
+    if len(points) != student.num_blocks - 1:
+        raise EdgekdError(f"{run.path}: recipe records {len(points)} states but the student has {student.num_blocks} "
+                          "blocks (expected one fewer)")
+    noise = make_noise(seed, 0, num, teacher.sample_shape)
+    x0, states = teacher.sample(noise, steps, spacing, recipe.teacher.eta, points)
+    targets = [states[:, i] for i in range(len(points))] + [x0]
+    resize_mode = getattr(recipe.method, "resize", "area")
+    rows = preview_rows(student, noise, targets, point_labels(teacher, steps, spacing, points), resize_mode)
+    path = Path(out) if out else run.path / "samples" / f"previews_seed{seed}.png"
+    return labelled_rows(rows, path, crop=None)

@@ -92,7 +92,34 @@ class UNetStudentConfig(Strict):
         return self
 
 
-StudentConfig = Annotated[Union[UNetStudentConfig], Field(discriminator="kind")]
+class LayerwiseStudentConfig(Strict):
+    """Adv-KD's layerwise-denoising student: a static conv trunk of K blocks, one head per block, no timestep.
+
+    ``channels`` gives one entry per block (K = its length). The teacher's noise is pooled inside the graph to
+    ``input_size`` px; ``up_blocks`` are the stride-2 ConvTranspose blocks ("auto": 0, 2, 4, ... as in the
+    official code, as many as needed to reach data.resolution).
+    """
+
+    kind: Literal["layerwise"] = "layerwise"
+    input_size: int = Field(4, ge=1)
+    channels: list[int] = Field(default_factory=lambda: [128, 128, 64, 64, 32, 32], min_length=1)
+    up_blocks: list[int] | Literal["auto"] = "auto"
+    convs_per_block: int = Field(1, ge=1, le=4)
+    head_channels: int | None = Field(None, ge=1)
+    negative_slope: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _channels_positive(self) -> "LayerwiseStudentConfig":
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"channels must all be >= 1, got {self.channels}")
+        if self.up_blocks != "auto":
+            bad = [b for b in self.up_blocks if not 0 <= b < len(self.channels)]
+            if bad or len(set(self.up_blocks)) != len(self.up_blocks):
+                raise ValueError(f"up_blocks {self.up_blocks} must be distinct block indices 0..{len(self.channels) - 1}")
+        return self
+
+
+StudentConfig = Annotated[Union[UNetStudentConfig, LayerwiseStudentConfig], Field(discriminator="kind")]
 
 
 class DenoisingStudentConfig(Strict):
@@ -102,7 +129,25 @@ class DenoisingStudentConfig(Strict):
     loss: Literal["l1", "l2"] = "l1"
 
 
-MethodConfig = Annotated[Union[DenoisingStudentConfig], Field(discriminator="name")]
+class AdvKDConfig(Strict):
+    """Adv-KD: a layerwise student trained against the teacher's trajectory with one conditional GAN per block.
+
+    Head k learns the teacher's state at recorded point k+1 (the states at ``trajectory.record``, then x_0).
+    The paper's optimiser is Adam lr 1e-4, betas (0.5, 0.999): they become train.lr / train.betas when the
+    recipe leaves those keys out (``train.lr`` / ``train.betas`` written in the recipe win).
+    """
+
+    name: Literal["adv_kd"] = "adv_kd"
+    schedule: Literal["progressive", "joint"] = "progressive"
+    regression: Literal["l1", "l2"] = "l1"
+    regression_weight: float = Field(0.1, ge=0.0)
+    gp_weight: float = Field(10.0, ge=0.0)
+    resize: Literal["area", "bilinear"] = "area"
+    disc_channels: int = Field(64, ge=1)
+    disc_hidden: int = Field(256, ge=1)
+
+
+MethodConfig = Annotated[Union[DenoisingStudentConfig, AdvKDConfig], Field(discriminator="name")]
 
 
 class TrainConfig(Strict):
@@ -127,7 +172,7 @@ class TrainConfig(Strict):
 class ExportConfig(Strict):
     """Export targets and the parity gate every export must clear."""
 
-    targets: list[Literal["onnx"]] = Field(default_factory=lambda: ["onnx"])
+    targets: list[Literal["onnx", "tflite", "coreml"]] = Field(default_factory=lambda: ["onnx"])
     psnr_min: float = 35.0
     parity_samples: int = Field(8, ge=1)
     parity_seed: int = 7
@@ -145,14 +190,22 @@ class ProfileConfig(Strict):
     batch_size: int = Field(128, ge=1)
 
 
-class Recipe(Strict):
-    """A whole distillation run: data, teacher, recorded trajectories, student, method, loop, export, profile."""
+class RunRecipe(Strict):
+    """What every runnable recipe has: a name, a seed, where the run goes, which device, which data."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     run_dir: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+
+class Recipe(RunRecipe):
+    """A whole distillation run: data, teacher, recorded trajectories, student, method, loop, export, profile."""
+
     teacher: TeacherConfig
     trajectory: TrajectoryConfig = Field(default_factory=TrajectoryConfig)
     student: StudentConfig = Field(default_factory=UNetStudentConfig)
@@ -169,10 +222,11 @@ class Recipe(Strict):
             for section, tag, default in (("student", "kind", "unet"), ("method", "name", "denoising_student")):
                 if isinstance(raw.get(section), dict):
                     raw[section] = {tag: default, **raw[section]}
+            method = raw.get("method")
+            if isinstance(method, dict) and method.get("name") == "adv_kd":
+                train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+                raw["train"] = {"lr": 1e-4, "betas": [0.5, 0.999], **train}  # the paper's Adam, unless written
         return raw
-
-    def resolved_run_dir(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
 
 class UNetArchConfig(Strict):
@@ -191,21 +245,13 @@ class NoiseScheduleConfig(Strict):
     beta_end: float = Field(0.02, gt=0)
 
 
-class TeacherTrainRecipe(Strict):
+class TeacherTrainRecipe(RunRecipe):
     """``edgekd teacher train``: a plain DDPM (epsilon prediction) on a diffusers UNet2DModel."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    run_dir: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: DataConfig = Field(default_factory=DataConfig)
     unet: UNetArchConfig = Field(default_factory=UNetArchConfig)
     schedule: NoiseScheduleConfig = Field(default_factory=NoiseScheduleConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(ema_decay=0.999, warmup_steps=200))
     sample_steps: int = Field(50, ge=1)
-
-    def resolved_run_dir(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -256,6 +302,9 @@ def _walk_location(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[s
     current: Any = model
     parent_fields: list[str] = list(model.model_fields)
     for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel) and part not in current.model_fields \
+                and _union_member(current, part) is current:
+            continue  # the tag of a one-member discriminated union
         if isinstance(current, type) and issubclass(current, BaseModel):
             parent_fields = list(current.model_fields)
             shown.append(str(part))
@@ -317,6 +366,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
     source = str(path)
     raw = apply_overrides(read_yaml(path), overrides or [], source)
     recipe = validate_mapping(raw, Recipe, source)
+    check_layerwise(recipe, source)
     if check_files:
         check_recipe_files(recipe, source)
     return recipe
@@ -370,3 +420,48 @@ def check_recipe_files(recipe: Recipe, source: str) -> None:
             "(expected unet/ and scheduler/ folders, or a config.json)"
         )
     check_data_files(recipe.data, source)
+
+
+def check_layerwise(recipe: Recipe, source: str) -> None:
+    """Cross-section checks of the layerwise student / Adv-KD (sizes against data.resolution, record against K)."""
+    student, method = recipe.student, recipe.method
+    is_layerwise = isinstance(student, LayerwiseStudentConfig)
+    if isinstance(method, AdvKDConfig) and not is_layerwise:
+        raise RecipeError(f"{source}: key 'student.kind': method adv_kd trains a layerwise student; write kind: layerwise")
+    if not is_layerwise:
+        return
+    if not isinstance(method, AdvKDConfig):
+        raise RecipeError(f"{source}: key 'method.name': a layerwise student is trained by method adv_kd, "
+                          f"not {method.name}")
+    res, size, k = recipe.data.resolution, student.input_size, len(student.channels)
+    if res % size:
+        raise RecipeError(f"{source}: key 'student.input_size': {size} must divide data.resolution ({res})")
+    ratio, ups = res // size, 0
+    while ratio > 1 and ratio % 2 == 0:
+        ratio, ups = ratio // 2, ups + 1
+    if ratio != 1:
+        raise RecipeError(f"{source}: key 'student.input_size': data.resolution / input_size = {res // size} "
+                          "must be a power of two (each up-block doubles the resolution)")
+    if student.up_blocks == "auto":
+        if 2 * ups - 1 > k:
+            raise RecipeError(f"{source}: key 'student.channels': {k} blocks cannot reach {res}px from {size}px with "
+                              f"up-blocks at 0, 2, 4, ... ({ups} needed, so at least {2 * ups - 1} blocks); "
+                              "add blocks or list student.up_blocks")
+    elif len(student.up_blocks) != ups:
+        raise RecipeError(f"{source}: key 'student.up_blocks': {len(student.up_blocks)} up-blocks take {size}px to "
+                          f"{size * 2 ** len(student.up_blocks)}px, but data.resolution is {res} ({ups} needed)")
+    record = recipe.trajectory.record
+    steps = recipe.teacher.steps
+    if record == "all":
+        points = list(range(1, steps))
+    else:
+        points = sorted({r for r in record if r != 0})
+    if len(points) != k - 1:
+        spread = sorted({max(1, min(steps - 1, round(steps * (i + 1) / k))) for i in range(k - 1)})
+        hint = f" (e.g. {spread})" if len(spread) == k - 1 else f" (teacher.steps {steps} has too few steps for {k} blocks)"
+        raise RecipeError(f"{source}: key 'trajectory.record': adv_kd needs {k - 1} DDIM step indices after 0 for "
+                          f"{k} blocks (their states, then x_0, are the heads' targets), got {len(points)}{hint}")
+    bad = [r for r in points if r >= steps]
+    if bad:
+        raise RecipeError(f"{source}: key 'trajectory.record': step indices {bad} are outside 0..{steps - 1} "
+                          f"(teacher.steps is {steps})")

@@ -42,5 +42,6 @@ def register(name: str) -> Callable[[SetupFn], SetupFn]:
 def setup_method(recipe: "Recipe", teacher: "DiffusionTeacher", train: "TrajectorySet", heldout: "TrajectorySet",
                  device: torch.device) -> MethodSetup:
     import edgekd.methods.denoising_student  # noqa: F401  (registers itself)
+    import edgekd.methods.adv_kd  # noqa: F401  (registers itself)
 
     return REGISTRY[recipe.method.name](recipe, teacher, train, heldout, device)

@@ -8,10 +8,11 @@ from pathlib import Path
 from torch import nn
 
 from edgekd.errors import EdgekdError
+from edgekd.students.layerwise import LayerwiseStudent
 from edgekd.students.unet_student import OneStepUNetStudent
 from edgekd.train.checkpoint import load_weights_file, save_weights
 
-STUDENT_KINDS: dict[str, type] = {"one_step_unet": OneStepUNetStudent}
+STUDENT_KINDS: dict[str, type] = {"one_step_unet": OneStepUNetStudent, "layerwise": LayerwiseStudent}
 
 
 def save_student(student: nn.Module, folder: Path) -> None:
