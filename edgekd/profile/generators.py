@@ -81,24 +81,40 @@ class OnnxStudent:
         return torch.from_numpy(out)
 
 
-class OnnxTeacher:
+class DDIMLoopTeacher:
+    """A teacher whose exported denoising step runs in some runtime, driven by diffusers' DDIM scheduler.
+
+    Subclasses set ``runtime`` and implement ``_eps(x, t)`` (one call of the exported step); the sampling loop
+    is the same diffusers scheduler the torch teacher uses, so only the network differs.
+    """
+
+    runtime = "unknown"
+
+    def __init__(self, scheduler_config: dict[str, Any], steps: int, spacing: str = "trailing"):
+        self.scheduler_config, self.steps, self.spacing = scheduler_config, steps, spacing
+        self.calls_per_image = steps
+        self.name = f"teacher DDIM-{steps}"
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        return ddim_sample(self.scheduler_config, self._eps, noise, self.steps, self.spacing)[0]
+
+
+class OnnxTeacher(DDIMLoopTeacher):
     """The teacher's exported denoising step in onnxruntime, driven by diffusers' DDIM scheduler."""
 
     def __init__(self, path: Path, scheduler_config: dict[str, Any], steps: int, threads: int | None = None,
                  spacing: str = "trailing"):
+        super().__init__(scheduler_config, steps, spacing)
         self.session = ort_session(path, threads)
-        self.scheduler_config, self.steps, self.spacing = scheduler_config, steps, spacing
-        self.calls_per_image = steps
-        self.name = f"teacher DDIM-{steps}"
         self.runtime = f"onnxruntime{'' if threads is None else f' {threads}t'}"
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ts = np.full((x.shape[0],), int(t), dtype=np.int64)
         out = self.session.run(None, {"sample": np.ascontiguousarray(x.numpy(), dtype=np.float32), "timestep": ts})[0]
         return torch.from_numpy(out)
-
-    def generate(self, noise: torch.Tensor) -> torch.Tensor:
-        return ddim_sample(self.scheduler_config, self._eps, noise, self.steps, self.spacing)[0]
 
 
 def generate_batched(gen: Generator, noise: torch.Tensor, batch_size: int = 128, progress: str | None = None) -> torch.Tensor:
@@ -174,15 +190,13 @@ class TFLiteStudent:
                                 lambda i, k: torch.from_numpy(self.model(**{self.input: x[i : i + k]}).copy()))
 
 
-class TFLiteTeacher:
+class TFLiteTeacher(DDIMLoopTeacher):
     """The teacher's exported denoising step in ai-edge-litert, driven by diffusers' DDIM scheduler."""
 
     def __init__(self, path: Path, scheduler_config: dict[str, Any], steps: int, threads: int | None = None,
                  spacing: str = "trailing"):
+        super().__init__(scheduler_config, steps, spacing)
         self.model = _LiteRTModel(path, threads)
-        self.scheduler_config, self.steps, self.spacing = scheduler_config, steps, spacing
-        self.calls_per_image = steps
-        self.name = f"teacher DDIM-{steps}"
         self.runtime = self.model.runtime
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -193,9 +207,6 @@ class TFLiteTeacher:
             return torch.from_numpy(self.model(sample=xs[i : i + k], timestep=ts).copy())
 
         return _fixed_batch_run(self.model.batch, len(x), call)
-
-    def generate(self, noise: torch.Tensor) -> torch.Tensor:
-        return ddim_sample(self.scheduler_config, self._eps, noise, self.steps, self.spacing)[0]
 
 
 def _coreml_model(path: Path, compute_units: str) -> Any:
@@ -245,15 +256,13 @@ class CoreMLStudent:
                                 lambda i, k: torch.from_numpy(self.model(**{self.input: x[i : i + k]})))
 
 
-class CoreMLTeacher:
+class CoreMLTeacher(DDIMLoopTeacher):
     """The teacher's denoising step as a CoreML ML program driven by diffusers' DDIM scheduler (macOS only)."""
 
     def __init__(self, path: Path, scheduler_config: dict[str, Any], steps: int, compute_units: str = "ALL",
                  spacing: str = "trailing"):
+        super().__init__(scheduler_config, steps, spacing)
         self.model = _CoreMLRunner(path, compute_units)
-        self.scheduler_config, self.steps, self.spacing = scheduler_config, steps, spacing
-        self.calls_per_image = steps
-        self.name = f"teacher DDIM-{steps}"
         self.runtime = self.model.runtime
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -263,6 +272,3 @@ class CoreMLTeacher:
             return torch.from_numpy(self.model(sample=xs[i : i + k], timestep=np.full((k,), int(t), dtype=np.int32)))
 
         return _fixed_batch_run(self.model.batch, len(x), call)
-
-    def generate(self, noise: torch.Tensor) -> torch.Tensor:
-        return ddim_sample(self.scheduler_config, self._eps, noise, self.steps, self.spacing)[0]
