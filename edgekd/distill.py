@@ -23,6 +23,11 @@ from edgekd.train.checkpoint import AtomicDir, atomic_write_json
 from edgekd.train.loop import Trainer, pick_device, seed_everything
 
 
+def store_root(recipe: Recipe) -> Path:
+    """Where this recipe's trajectory store lives (trajectory.cache_dir, else EDGEKD_CACHE / ~/.cache/edgekd)."""
+    return Path(recipe.trajectory.cache_dir) if recipe.trajectory.cache_dir else default_cache_dir()
+
+
 def open_store(recipe: Recipe, teacher: DiffusionTeacher) -> TrajectoryStore:
     steps = recipe.teacher.steps
     record = tuple(range(steps)) if recipe.trajectory.record == "all" else tuple(sorted(set(recipe.trajectory.record)))
@@ -31,8 +36,7 @@ def open_store(recipe: Recipe, teacher: DiffusionTeacher) -> TrajectoryStore:
         raise EdgekdError(f"trajectory.record: step indices {bad} are outside 0..{steps - 1} (teacher.steps is {steps})")
     spec = TrajectorySpec(teacher.fingerprint, steps, recipe.teacher.timestep_spacing, recipe.teacher.eta,
                           recipe.trajectory.seed, record, teacher.sample_shape)
-    root = Path(recipe.trajectory.cache_dir) if recipe.trajectory.cache_dir else default_cache_dir()
-    return TrajectoryStore(root, spec)
+    return TrajectoryStore(store_root(recipe), spec)
 
 
 def check_teacher_matches_data(recipe: Recipe, teacher: DiffusionTeacher) -> None:

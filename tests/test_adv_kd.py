@@ -16,19 +16,12 @@ from edgekd.recipe import AdvKDConfig, TrainConfig
 from edgekd.students import load_student, save_student
 from edgekd.students.layerwise import LayerwiseStudent, default_up_blocks
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_TEACHER = ROOT.parent / "shared" / "teachers" / "fmnist-ddpm-s"
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
+from edgekd_testing import FMNIST, ROOT, SHARED_TEACHER
+
 TINY = ROOT / "recipes" / "adv-kd-tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tests share a 2-core machine with training jobs (oversubscription is far slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_student(**kw) -> LayerwiseStudent:

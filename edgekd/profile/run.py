@@ -20,9 +20,9 @@ from edgekd.data import load_dataset
 from edgekd.export import image_crop
 from edgekd.grid import labelled_rows
 from edgekd.noise import make_noise
-from edgekd.paths import default_cache_dir
 from edgekd.profile.generators import OnnxStudent, OnnxTeacher, TorchStudent, TorchTeacher, generate_batched
 from edgekd.profile.measure import count_macs, count_params, file_bytes, latency_ms
+from edgekd.distill import store_root
 from edgekd.rundir import RunDir
 from edgekd.teachers.diffusers_teacher import load_teacher
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
@@ -117,7 +117,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     torch.set_num_threads(n_threads)
 
     # ---- quality: teacher samples come from (and go into) the trajectory store, so re-profiling is cheap
-    root = Path(recipe.trajectory.cache_dir) if recipe.trajectory.cache_dir else default_cache_dir()
+    root = store_root(recipe)
     samples: dict[int, torch.Tensor] = {}
     for steps in steps_list:
         store = TrajectoryStore(root, TrajectorySpec(teacher.fingerprint, steps, recipe.teacher.timestep_spacing,
