@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     # targets and precisions are checked by edgekd.export (one clear line, exit 2), not by argparse choices
     p.add_argument("--target", default="onnx", help="onnx (default), tflite, coreml or all")
-    p.add_argument("--precision", default="fp32", help="fp32 (default), fp16 or int8 (tflite, coreml)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32 (default), fp16, int8 (onnx: NNCF static QDQ with mixed-precision fallback; tflite: "
+                        "dynamic-range; coreml: weights), int8_static (tflite), palettize4|palettize6|palettize8 "
+                        "(coreml); see docs/quantization.md")
     p.add_argument("--teacher", action="store_true", help="export the teacher's denoising step instead of the student")
     p.add_argument("--batch", type=int, default=None,
                    help="fix the batch size (onnx default: dynamic; tflite/coreml default: 1)")
@@ -61,6 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-samples", type=int, default=None)
     p.add_argument("--teacher-steps", type=int, nargs="+", default=None)
     p.add_argument("--repeats", type=int, default=None)
+
+    p = sub.add_parser("compress", help="prune (+ recover by distillation) and/or quantize a run into a derived run")
+    p.add_argument("run")
+    p.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                   help="fraction of channels to remove, 0 < RATIO < 1 (default: recipe compress.prune.ratio)")
+    p.add_argument("--importance", default=None, help="l1, l2 (default), taylor, lamp or random")
+    p.add_argument("--recover-steps", type=int, default=None, metavar="N",
+                   help="distillation steps from the unpruned model after pruning (0: none; default 500)")
+    p.add_argument("--quantize", action="store_true", help="quantize too (recipe compress.quantize, or its defaults)")
+    p.add_argument("--teacher", action="store_true", help="prune the run's teacher instead of its student")
+    p.add_argument("--fid-samples", type=int, default=None, help="images for the report's FID (default: profile.fid_samples)")
+    p.add_argument("--out", default=None, help="the derived run directory (default RUN/compressed/pruned-PCT)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted recovery in the derived run")
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                   help="torch.onnx path for the report's ONNX models and the derived run's export")
+    _add_overrides(p)
 
     sub.add_parser("doctor", help="Python, torch, backends, GPU and data: what edgekd can use here")
 
@@ -113,6 +132,14 @@ def run(args: argparse.Namespace) -> int:
             export_all(Path(args.run), **options)
         else:
             export_run(Path(args.run), target=args.target, **options)
+        return 0
+    if args.command == "compress":
+        from edgekd.compress.run import compress
+
+        flags = {"ratio": args.prune, "importance": args.importance, "recover_steps": args.recover_steps}
+        compress(Path(args.run), flags, quantize=args.quantize, overrides=args.overrides, teacher=args.teacher,
+                 out=Path(args.out) if args.out else None, fid_samples=args.fid_samples, resume=args.resume,
+                 exporter=args.exporter)
         return 0
     if args.command == "profile":
         from edgekd.profile.run import profile_run

@@ -52,11 +52,14 @@ def sample_grid(run_path: Path, num: int, seed: int, teacher_steps: int | None, 
         return _preview_grid(run, recipe, teacher, num, seed, out)
     steps = teacher_steps or recipe.teacher.steps
     noise = make_noise(seed, 0, num, teacher.sample_shape)
+    student = run.student()
     with torch.no_grad():
-        student_out = run.student()(noise)
+        student_out = student(noise)
+    calls = getattr(student, "steps", 1)  # a routed (O2MKD) student runs its own DDIM loop
+    label = f"student ({calls} step{'s' if calls > 1 else ''})"
     teacher_out = teacher.sample(noise, steps, recipe.teacher.timestep_spacing)[0]
     path = Path(out) if out else run.path / "samples" / f"teacher_vs_student_seed{seed}.png"
-    return labelled_rows({f"teacher DDIM-{steps}": teacher_out, "student (1 step)": student_out}, path,
+    return labelled_rows({f"teacher DDIM-{steps}": teacher_out, label: student_out}, path,
                          crop=image_crop(recipe))
 
 

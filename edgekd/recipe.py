@@ -119,7 +119,43 @@ class LayerwiseStudentConfig(Strict):
         return self
 
 
-StudentConfig = Annotated[Union[UNetStudentConfig, LayerwiseStudentConfig], Field(discriminator="kind")]
+class O2MKDStudentConfig(Strict):
+    """O2MKD: N slimmer copies of the teacher UNet; student i owns the timesteps edges[i] <= t < edges[i+1],
+    edges = [0, *boundaries, T] (T: the teacher's num_train_timesteps), so N = len(boundaries) + 1.
+
+    ``init``: scratch (the teacher's architecture at ``width`` x its channels, or ``block_out_channels``), prune
+    (the teacher's weights, channel-pruned to ``width`` with ``importance``) or teacher (a full copy).
+    """
+
+    kind: Literal["o2mkd"] = "o2mkd"
+    boundaries: list[int]
+    init: Literal["scratch", "prune", "teacher"] = "scratch"
+    width: float | None = Field(None, gt=0.0, le=1.0)
+    block_out_channels: list[int] | None = None
+    norm_num_groups: int | None = Field(None, ge=1)
+    importance: Literal["l1", "l2", "taylor", "lamp", "random"] = "l2"
+
+    @model_validator(mode="after")
+    def _init_and_sizes(self) -> "O2MKDStudentConfig":
+        b = self.boundaries
+        if any(x < 1 for x in b) or any(x >= y for x, y in zip(b, b[1:])):
+            raise ValueError(f"boundaries {b} must be strictly increasing timesteps >= 1 (e.g. [500] for 2 students)")
+        if self.init == "teacher" and (self.width is not None or self.block_out_channels is not None):
+            raise ValueError("init: teacher copies the teacher; width and block_out_channels are for scratch/prune")
+        if self.init == "scratch" and (self.width is None) == (self.block_out_channels is None):
+            raise ValueError("init: scratch needs exactly one of width (e.g. 0.5) or block_out_channels")
+        if self.init == "prune" and (self.width is None or self.width >= 1.0 or self.block_out_channels is not None):
+            raise ValueError("init: prune needs width below 1 (the fraction of the teacher's channels kept, "
+                             "e.g. 0.5) and no block_out_channels")
+        if self.block_out_channels and self.norm_num_groups:
+            bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+            if bad:
+                raise ValueError(f"block_out_channels {bad} are not divisible by norm_num_groups ({self.norm_num_groups})")
+        return self
+
+
+StudentConfig = Annotated[Union[UNetStudentConfig, LayerwiseStudentConfig, O2MKDStudentConfig],
+                          Field(discriminator="kind")]
 
 
 class DenoisingStudentConfig(Strict):
@@ -147,7 +183,89 @@ class AdvKDConfig(Strict):
     disc_hidden: int = Field(256, ge=1)
 
 
-MethodConfig = Annotated[Union[DenoisingStudentConfig, AdvKDConfig], Field(discriminator="name")]
+class O2MKDConfig(Strict):
+    """O2MKD: each student learns the teacher's epsilon on its own timestep range from forward-diffused real data.
+
+    loss = kd_weight * MSE(eps_s, eps_teacher) + denoise_weight * MSE(eps_s, true noise)
+           + feature_weight * relative MSE of the mid-block and up-block features (through 1x1 projections).
+    ``timesteps``: where training timesteps come from inside a student's range: the sampler's DDIM timesteps,
+    uniform integers, or half and half (mixed). ``weighting`` of the per-sample epsilon errors: eps (plain) or
+    x0_trunc (times max(1, (1 - a_t) / a_t): the error of the implied x_0 where noise dominates, of epsilon
+    elsewhere). train.batch_size is per student.
+    """
+
+    name: Literal["o2mkd"] = "o2mkd"
+    timesteps: Literal["mixed", "ddim", "uniform"] = "mixed"
+    weighting: Literal["eps", "x0_trunc"] = "eps"
+    kd_weight: float = Field(1.0, ge=0.0)
+    denoise_weight: float = Field(0.0, ge=0.0)
+    feature_weight: float = Field(0.0, ge=0.0)
+    heldout_images: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _some_output_loss(self) -> "O2MKDConfig":
+        if self.kd_weight == 0 and self.denoise_weight == 0:
+            raise ValueError("kd_weight and denoise_weight are both 0: nothing trains the students' epsilon output")
+        return self
+
+
+# GDD-I's default freeze rule. The paper freezes parameters whose EDM names contain (block|up|down|in) and
+# (conv|proj): the 3x3 convolutions of the residual blocks, the resampling convolutions and the attention output
+# projections. These are the same layers under diffusers UNet2DModel names; norms, the time embedding and its
+# per-block projections (time_emb_proj), q/k/v, the 1x1 skips (conv_shortcut) and conv_in/conv_out keep training.
+GDD_FREEZE_DEFAULT = [
+    r"resnets\.\d+\.conv[12]\.",
+    r"(down|up)samplers\.\d+\.conv\.",
+    r"attentions\.\d+\.(to_out\.0|proj_attn)\.",
+]
+
+
+class GDDConfig(Strict):
+    """GDD / GDD-I (Zheng & Yang): the teacher itself at t = T-1 as a one-step generator, tuned as a plain GAN
+    against real data (non-saturating loss, lazy R1); no teacher output is regressed.
+
+    ``innate: true`` is GDD-I: UNet parameters whose diffusers names match any regex of ``freeze`` (default
+    GDD_FREEZE_DEFAULT, the paper's rule) are frozen. D sees the raw x0 (as in the paper); ``clamp_fakes: true``
+    shows it the clamped x0 with a straight-through gradient instead. ``timestep`` (default T-1, the method's
+    definition) is an ablation knob: a lower t amplifies the epsilon error less (docs/gdd.md). The paper's Adam
+    is lr 1e-4, betas (0, 0.99), no gradient clipping: they become train.lr / train.betas / train.grad_clip when
+    the recipe leaves those keys out.
+    """
+
+    name: Literal["gdd"] = "gdd"
+    innate: bool = False
+    freeze: list[str] | None = None
+    discriminator: Literal["conv", "projected"] = "conv"
+    feature_net: str = "builtin:fid/fmnist-classifier"
+    disc_channels: int = Field(64, ge=1)
+    clamp_fakes: bool = False
+    timestep: int | None = Field(None, ge=0)
+    r1_gamma: float = Field(1e-4, ge=0.0)
+    r1_every: int = Field(16, ge=1)
+    d_lr: float | None = Field(None, gt=0)
+    eval_samples: int = Field(256, ge=2)
+    eval_real: int = Field(2048, ge=2)
+    eval_seed: int = 3_000_000
+
+    @model_validator(mode="after")
+    def _freeze_patterns(self) -> "GDDConfig":
+        if self.freeze is not None and not self.innate:
+            raise ValueError("freeze patterns are used only by GDD-I: set innate: true (or drop freeze)")
+        for pattern in self.freeze or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"freeze pattern {pattern!r} is not a valid regular expression ({exc})") from None
+        return self
+
+    def freeze_patterns(self) -> list[str]:
+        """The regexes that freeze generator parameters: none for GDD, the paper's rule (or the recipe's) for GDD-I."""
+        if not self.innate:
+            return []
+        return list(GDD_FREEZE_DEFAULT if self.freeze is None else self.freeze)
+
+
+MethodConfig = Annotated[Union[DenoisingStudentConfig, AdvKDConfig, O2MKDConfig, GDDConfig], Field(discriminator="name")]
 
 
 class TrainConfig(Strict):
@@ -190,6 +308,44 @@ class ProfileConfig(Strict):
     batch_size: int = Field(128, ge=1)
 
 
+class PruneConfig(Strict):
+    """Structured (channel) pruning with torch-pruning's DepGraph, then distillation from the unpruned model."""
+
+    ratio: float = Field(0.5, gt=0.0, lt=1.0)
+    importance: Literal["l1", "l2", "taylor", "lamp", "random"] = "l2"
+    ignore: list[str] = Field(default_factory=list)
+    recover_steps: int = Field(500, ge=0)
+    recover_lr: float | None = Field(None, gt=0)  # None: the recipe's train.lr (what the model was trained with)
+    batch_size: int = Field(32, ge=1)
+    loss: Literal["l1", "l2"] = "l1"
+    teacher_weight: float = Field(0.0, ge=0.0)  # one-step students: + weight x loss to the teacher's recorded x_0
+
+
+class QuantizeConfig(Strict):
+    """Post-training quantization of the exported student (fp16 / int8 per target) and its quality gate."""
+
+    precisions: list[Literal["fp16", "int8"]] = Field(default_factory=lambda: ["fp16", "int8"])
+    targets: list[Literal["onnx", "tflite", "coreml"]] = Field(default_factory=lambda: ["onnx", "tflite"])
+    calibration_samples: int = Field(128, ge=1)
+    calibration: Literal["trajectory", "noise"] = "trajectory"
+    psnr_min: float = 35.0  # 30 dB cost +13.5% FID on the quickstart student, 35 dB +0.5% (docs/quantization.md)
+    sensitivity: bool = True
+    palettize_bits: list[Literal[4, 6, 8]] = Field(default_factory=lambda: [4, 6])
+    qat_steps: int = Field(0, ge=0)
+    # what ONNX int8 quantizes: weighted layers (Conv/Gemm/MatMul and their inputs) or every op NNCF can
+    scope: Literal["weighted", "all"] = "weighted"
+    heldout_samples: int = Field(32, ge=2)  # inputs the sensitivity and the fp32 fallback are judged on
+    qat_lr: float = Field(1e-5, gt=0)
+    qat_batch_size: int = Field(16, ge=1)
+
+
+class CompressConfig(Strict):
+    """``edgekd compress``: what to do to a trained run (a section left out is not done unless asked on the CLI)."""
+
+    prune: PruneConfig | None = None
+    quantize: QuantizeConfig | None = None
+
+
 class RunRecipe(Strict):
     """What every runnable recipe has: a name, a seed, where the run goes, which device, which data."""
 
@@ -213,19 +369,25 @@ class Recipe(RunRecipe):
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
 
     @model_validator(mode="before")
     @classmethod
     def _default_tags(cls, raw: Any) -> Any:
         """``student.kind`` and ``method.name`` may be left out: they default to unet / denoising_student."""
         if isinstance(raw, dict):
-            for section, tag, default in (("student", "kind", "unet"), ("method", "name", "denoising_student")):
+            o2mkd = isinstance(raw.get("method"), dict) and raw["method"].get("name") == "o2mkd"
+            for section, tag, default in (("student", "kind", "o2mkd" if o2mkd else "unet"),
+                                          ("method", "name", "denoising_student")):
                 if isinstance(raw.get(section), dict):
                     raw[section] = {tag: default, **raw[section]}
             method = raw.get("method")
             if isinstance(method, dict) and method.get("name") == "adv_kd":
                 train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
                 raw["train"] = {"lr": 1e-4, "betas": [0.5, 0.999], **train}  # the paper's Adam, unless written
+            if isinstance(method, dict) and method.get("name") == "gdd":
+                train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+                raw["train"] = {"lr": 1e-4, "betas": [0.0, 0.99], "grad_clip": None, **train}  # GDD's Adam, unless written
         return raw
 
 
@@ -302,6 +464,7 @@ def _walk_location(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[s
     current: Any = model
     parent_fields: list[str] = list(model.model_fields)
     for part in loc:
+        current = _unwrap_optional(current)
         if isinstance(current, type) and issubclass(current, BaseModel) and part not in current.model_fields \
                 and _union_member(current, part) is current:
             continue  # the tag of a one-member discriminated union
@@ -317,6 +480,16 @@ def _walk_location(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[s
         else:
             shown.append(str(part))  # a list index
     return shown, parent_fields
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """``Section | None`` -> ``Section`` (optional sections such as compress.prune), anything else unchanged."""
+    args = getattr(annotation, "__args__", None)
+    if args and type(None) in args and not hasattr(annotation, "__metadata__"):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and isinstance(rest[0], type) and issubclass(rest[0], BaseModel):
+            return rest[0]
+    return annotation
 
 
 def _union_member(annotation: Any, tag: Any) -> Any:
@@ -367,6 +540,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_file
     raw = apply_overrides(read_yaml(path), overrides or [], source)
     recipe = validate_mapping(raw, Recipe, source)
     check_layerwise(recipe, source)
+    check_gdd(recipe, source)
+    check_o2mkd(recipe, source)
     if check_files:
         check_recipe_files(recipe, source)
     return recipe
@@ -465,3 +640,48 @@ def check_layerwise(recipe: Recipe, source: str) -> None:
     if bad:
         raise RecipeError(f"{source}: key 'trajectory.record': step indices {bad} are outside 0..{steps - 1} "
                           f"(teacher.steps is {steps})")
+
+
+def check_o2mkd(recipe: Recipe, source: str) -> None:
+    """O2MKD students go with method o2mkd; boundaries inside the teacher's 0..T and every student owns a DDIM step.
+
+    T and the DDIM timesteps come from the teacher's scheduler/scheduler_config.json when the teacher is a local
+    folder (a hub teacher is checked when the student is built).
+    """
+    import json
+
+    student, method = recipe.student, recipe.method
+    is_o2mkd = isinstance(student, O2MKDStudentConfig)
+    if isinstance(method, O2MKDConfig) and not is_o2mkd:
+        raise RecipeError(f"{source}: key 'student.kind': method o2mkd trains an o2mkd student; write kind: o2mkd")
+    if not is_o2mkd:
+        return
+    if not isinstance(method, O2MKDConfig):
+        raise RecipeError(f"{source}: key 'method.name': an o2mkd student is trained by method o2mkd, not {method.name}")
+    sched = resolve_builtin(recipe.teacher.path) / "scheduler" / "scheduler_config.json"
+    if not sched.is_file():
+        return
+    try:
+        config = json.loads(sched.read_text())
+    except ValueError:
+        return  # load_teacher reports an unreadable teacher
+    from edgekd.students.o2mkd import check_boundaries
+    from edgekd.teachers.diffusers_teacher import make_ddim
+
+    timesteps = [int(t) for t in make_ddim(config, recipe.teacher.steps, recipe.teacher.timestep_spacing).timesteps]
+    try:
+        check_boundaries(list(student.boundaries), int(config.get("num_train_timesteps", 1000)), timesteps)
+    except ValueError as exc:
+        raise RecipeError(f"{source}: key 'student.boundaries': {exc}") from None
+
+
+def check_gdd(recipe: Recipe, source: str) -> None:
+    """GDD tunes the teacher's own network: the student must be a UNet copied from the teacher."""
+    if not isinstance(recipe.method, GDDConfig):
+        return
+    if not isinstance(recipe.student, UNetStudentConfig):
+        raise RecipeError(f"{source}: key 'student.kind': method gdd tunes a copy of the teacher UNet; "
+                          "write kind: unet (or leave the student section out)")
+    if recipe.student.init != "teacher":
+        raise RecipeError(f"{source}: key 'student.init': method gdd starts from the teacher's weights "
+                          "(write init: teacher or leave the student section out)")

@@ -213,7 +213,7 @@ def test_bad_inputs_one_line_exit_2_nothing_written(tiny_run: Path, tmp_path: Pa
     assert not (corrupt / "exports").exists()
 
     assert "unknown export target 'tflight'" in _cli_error(capsys, ["export", str(tiny_run), "--target", "tflight"])
-    assert "not supported for target onnx" in _cli_error(capsys, ["export", str(tiny_run), "--precision", "int8"])
+    assert "not supported for target onnx" in _cli_error(capsys, ["export", str(tiny_run), "--precision", "palettize4"])
     assert "unknown CoreML compute units" in _cli_error(
         capsys, ["export", str(tiny_run), "--target", "coreml", "--compute-units", "GPU_ONLY"])
     _no_partials(tiny_run)

@@ -31,7 +31,8 @@ from edgekd.train.checkpoint import atomic_write_text
 
 TEACHER_PARITY_STEPS = 10
 TARGETS = ("onnx", "tflite", "coreml")
-PRECISIONS = {"onnx": ("fp32",), "tflite": ("fp32", "fp16", "int8"), "coreml": ("fp32", "fp16", "int8")}
+PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "fp16", "int8", "int8_static"),
+              "coreml": ("fp32", "fp16", "int8", "palettize4", "palettize6", "palettize8")}
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
 # Dynamic-range int8 cannot reach the fp32 bar (recipe export.psnr_min, 35 dB): its own default, recorded in the
 # manifest's parity.psnr_min. Measured on the tiny run (docs/export.md): tflite int8 ~ 37 dB (student).
@@ -171,7 +172,15 @@ def _validate(target: str, precision: str, batch: int | None, compute_units: str
 def export_run(run_path: Path, target: str = "onnx", teacher: bool = False, batch: int | None = None,
                psnr_min: float | None = None, exporter: str = "dynamo", precision: str = "fp32",
                compute_units: str = "ALL", deployment_target: str = "iOS17") -> Path:
-    """Export a run's student (or the teacher's step) to one target; returns the model path (file or .mlpackage)."""
+    """Export a run's student (or the teacher's step) to one target; returns the model path (file or .mlpackage).
+
+    A multi-model student (O2MKD) exports one file per student and returns its router manifest (export/multi.py).
+    """
+    from edgekd.export.multi import export_router, is_multi_student_run
+
+    if not teacher and is_multi_student_run(Path(run_path)):
+        return export_router(Path(run_path), target, batch, psnr_min, exporter, precision, compute_units,
+                             deployment_target).path
     return _export(run_path, target, teacher, batch, psnr_min, exporter, precision, compute_units, deployment_target).path  # type: ignore[return-value]
 
 
@@ -183,7 +192,7 @@ def _export(run_path: Path, target: str, teacher: bool, batch: int | None, psnr_
     if psnr_min is not None:
         bar = psnr_min
     else:
-        bar = INT8_PSNR_MIN if precision == "int8" else recipe.export.psnr_min
+        bar = recipe.export.psnr_min if precision in ("fp32", "fp16") else INT8_PSNR_MIN
     stem = job.name if precision == "fp32" else f"{job.name}_{precision}"
     final = job.run.exports / target / f"{stem}{SUFFIX[target]}"
     tmp = final.with_name(f".{stem}.partial{SUFFIX[target]}")
@@ -191,7 +200,7 @@ def _export(run_path: Path, target: str, teacher: bool, batch: int | None, psnr_
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         if target == "onnx":
-            out = _onnx(job, tmp, batch, bar, exporter)
+            out = _onnx(job, tmp, batch, bar, exporter, precision=precision, target_psnr=psnr_min)
         elif target == "tflite":
             out = _tflite(job, tmp, batch or 1, bar, precision)
         else:
@@ -206,12 +215,7 @@ def _export(run_path: Path, target: str, teacher: bool, batch: int | None, psnr_
                 d.rmdir()
     dims, inputs, checks, parity, skipped, runtime_options = out
     size = size_bytes(final)
-    quantization = None
-    if precision != "fp32":
-        from edgekd.export import coreml as _cm
-        from edgekd.export import tflite as _tf
-
-        quantization = (_tf.QUANTIZATION if target == "tflite" else _cm.QUANTIZATION)[precision]
+    quantization = quantization_text(target, precision, checks)
     out_extra = {"range": (-10.0, 10.0), "to_pixels": "epsilon: feed to the DDIM update"} if job.teacher else {}
     manifest = Manifest(
         edgekd_version=__version__, role="teacher_step" if job.teacher else "student", name=f"{recipe.name}-{stem}",
@@ -241,7 +245,27 @@ def _graph_notes(findings: list[Any]) -> list[str]:
     return [f.line() for f in findings]
 
 
-def _onnx(job: _Job, tmp: Path, batch: int | None, bar: float, exporter: str) -> tuple:
+def quantization_text(target: str, precision: str, checks: dict[str, Any] | None = None) -> str | None:
+    """The manifest's ``quantization`` line for a target and precision (an ONNX int8 export says its own)."""
+    from edgekd.export import coreml as _cm
+    from edgekd.export import tflite as _tf
+    from edgekd.export.onnx import QUANTIZATION as _onnx_q
+
+    if precision == "fp32":
+        return None
+    described = ((checks or {}).get("quantization") or {}).get("description")
+    return described or {"onnx": _onnx_q, "tflite": _tf.QUANTIZATION, "coreml": _cm.QUANTIZATION}[target].get(precision)
+
+
+def _quantize_config(job: _Job) -> Any:
+    """compress.quantize of the recipe (defaults when absent), or what quantize_run set on the job."""
+    from edgekd.compress.quantize import config_for
+
+    return getattr(job, "quantize_config", None) or config_for(job.recipe)
+
+
+def _onnx(job: _Job, tmp: Path, batch: int | None, bar: float, exporter: str, precision: str = "fp32",
+          target_psnr: float | None = None) -> tuple:
     import onnxruntime
 
     from edgekd.export.graph_check import check_graph
@@ -257,11 +281,21 @@ def _onnx(job: _Job, tmp: Path, batch: int | None, bar: float, exporter: str) ->
     if job.teacher:
         inputs.append(TensorSpec(name="timestep", shape=[dims[0]], dtype="int64"))
     export_onnx(job.model, example, tmp, job.inputs, job.output, dynamic_batch=batch is None, exporter=exporter)
+    quantized = None
+    if precision != "fp32":  # int8 (NNCF QDQ + mixed-precision fallback) or fp16, from the fp32 file (compress/quantize)
+        from edgekd.compress.quantize import quantize_job_onnx
+
+        quantized = quantize_job_onnx(job, tmp, precision, _quantize_config(job), target_psnr)
+        if quantized.sensitivity is not None:  # written before the gate: it explains a failed gate too
+            stem = f"{job.name}_{precision}"
+            quantized.sensitivity.write(job.run.report_dir, f"sensitivity_{stem}", f"{job.run.path.name} {stem}.onnx")
     noise = make_noise(job.recipe.export.parity_seed, 0, batch if batch else n, job.shape)
     cand = (OnnxTeacher(tmp, job.teacher_model.scheduler_config, TEACHER_PARITY_STEPS) if job.teacher else OnnxStudent(tmp))
     parity = check_parity(job.reference(), cand, noise, job.recipe.export.parity_seed, bar, job.what("ONNX"))
     parity.runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
-    checks = {"graph": _graph_notes(findings)}
+    checks: dict[str, Any] = {"graph": _graph_notes(findings)}
+    if quantized is not None:
+        checks["quantization"] = quantized.manifest_checks()
     return dims, inputs, checks, parity, None, {"execution_provider": "CPUExecutionProvider"}
 
 
@@ -272,7 +306,16 @@ def _tflite(job: _Job, tmp: Path, b: int, bar: float, precision: str) -> tuple:
 
     example = job.example(b)
     _, findings = check_graph(job.model, tuple(example.values()), "tflite")
-    checks = export_tflite(job.model, example, tmp, job.output, precision)
+    calibration = None
+    if precision == "int8_static":  # ranges from inputs across the whole timestep range (compress/calibration)
+        from edgekd.compress.calibration import job_sets
+
+        qcfg = _quantize_config(job)
+        calib, _ = job_sets(job, qcfg.calibration_samples, 0, qcfg.calibration)
+        calibration = list(calib.batches(b, {k: v.numpy().dtype for k, v in example.items()}))
+    checks = export_tflite(job.model, example, tmp, job.output, precision, calibration)
+    if calibration is not None:
+        checks["calibration"] = calib.describe()
     checks["graph"] = _graph_notes(findings)
     dims: list[int | str] = [b, *job.shape]
     inputs = [TensorSpec(name=job.inputs[0], shape=dims)]
@@ -331,6 +374,11 @@ def export_all(run_path: Path, teacher: bool = False, batch: int | None = None, 
     if batch is not None and batch < 1:
         raise EdgekdError(f"--batch must be >= 1, got {batch}")
     validate_options(precision, compute_units, deployment_target)
+    from edgekd.export.multi import export_router_all, is_multi_student_run
+
+    if not teacher and is_multi_student_run(Path(run_path)):
+        return _summarise(export_router_all(Path(run_path), batch, psnr_min, exporter, precision, compute_units,
+                                            deployment_target))
     job = _prepare(Path(run_path), teacher)
     results: list[ExportResult] = []
     for target in TARGETS:
@@ -342,6 +390,11 @@ def export_all(run_path: Path, teacher: bool = False, batch: int | None = None, 
                                    deployment_target, job=job))
         except EdgekdError as exc:
             results.append(ExportResult(target, None, error=exc))
+    return _summarise(results)
+
+
+def _summarise(results: list[ExportResult]) -> list[ExportResult]:
+    """Print the table; fail (with the first failure's exit code) when any target failed."""
     print(summary_table(results))
     failed = [r.error for r in results if r.error is not None]
     if failed:

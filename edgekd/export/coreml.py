@@ -2,7 +2,9 @@
 
 - Converted from ``torch.export(...).run_decompositions({})`` (the jit.trace path fails on diffusers' UNet2DModel
   with an ``int`` op; shared/STACK.md). fp32 / fp16 through ``compute_precision``; int8 = fp16 compute with
-  ``ct.optimize.coreml.linear_quantize_weights`` (int8 symmetric, per channel) on every weight.
+  ``ct.optimize.coreml.linear_quantize_weights`` (int8 symmetric, per channel) on every weight. palettize4/6/8 =
+  fp16 compute with ``ct.optimize.coreml.palettize_weights`` (k-means look-up tables of 2^bits fp16 values per
+  weight tensor, needs scikit-learn; iOS16+/macOS13+), every weight.
 - Inputs are typed: float32 ``noise`` / ``sample`` and int32 ``timestep`` (CoreML has no int64 input); the output
   is typed float32 so an fp16 model still returns float32 (with iOS17 + fp16 it would otherwise be FLOAT16).
 - Linux cannot run CoreML models (``Model prediction is only supported on macOS``): here the export is checked
@@ -25,14 +27,17 @@ import torch
 
 from edgekd.errors import EdgekdError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PALETTIZE = {"palettize4": 4, "palettize6": 6, "palettize8": 8}
+PRECISIONS = ("fp32", "fp16", "int8", *PALETTIZE)
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 QUANTIZATION = {
     "fp16": "fp16 weights and compute (coremltools compute_precision=FLOAT16)",
     "int8": "int8 weights, linear symmetric per channel (ct.optimize.coreml.linear_quantize_weights), fp16 compute",
+    **{name: f"{bits}-bit palettized weights: a k-means look-up table of {2 ** bits} fp16 values per weight tensor "
+             f"(ct.optimize.coreml.palettize_weights), fp16 compute" for name, bits in PALETTIZE.items()},
 }
-WEIGHT_DTYPE = {"fp32": "FLOAT32", "fp16": "FLOAT16", "int8": "INT8"}
+WEIGHT_DTYPE = {"fp32": "FLOAT32", "fp16": "FLOAT16", "int8": "INT8", **{n: f"LUT{b}" for n, b in PALETTIZE.items()}}
 LINUX_REASON = ("CoreML models can only be run on macOS (coremltools: 'Model prediction is only supported on macOS'); "
                 "checked structurally here: spec inputs/outputs, op list, weight dtypes")
 
@@ -87,6 +92,10 @@ def convert(program: torch.export.ExportedProgram, inputs: dict[str, torch.Tenso
                 config = ct.optimize.coreml.OptimizationConfig(global_config=ct.optimize.coreml.OpLinearQuantizerConfig(
                     mode="linear_symmetric", dtype="int8", weight_threshold=0))
                 model = ct.optimize.coreml.linear_quantize_weights(model, config)
+            elif precision in PALETTIZE:
+                config = ct.optimize.coreml.OptimizationConfig(global_config=ct.optimize.coreml.OpPalettizerConfig(
+                    mode="kmeans", nbits=PALETTIZE[precision], weight_threshold=0))
+                model = ct.optimize.coreml.palettize_weights(model, config)
         except Exception as exc:  # coremltools raises many types; name the op when it says one
             raise EdgekdError(f"CoreML conversion failed ({type(exc).__name__}: {_first_line(exc)})") from None
     return model
@@ -122,6 +131,12 @@ def inspect(path: Path) -> dict[str, Any]:
     weights: Counter[str] = Counter()
     for op in block.operations:
         ops[op.type] += 1
+        if op.type == "constexpr_lut_to_dense":  # palettized: record the table size, LUT<bits>
+            lut = op.attributes["lut"].type.tensorType if "lut" in op.attributes else None
+            if lut is not None and lut.dimensions:
+                entries = int(lut.dimensions[-1].constant.size if lut.rank == 1 else lut.dimensions[-2].constant.size)
+                weights[f"LUT{max(1, entries - 1).bit_length()}"] += 1
+                continue
         if op.type == "const" or op.type.startswith("constexpr_"):
             for key, value in op.attributes.items():
                 if value.type.WhichOneof("type") != "tensorType":

@@ -79,7 +79,7 @@ class Manifest(_M):
     output: OutputSpec
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     sampling: SamplingSpec
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8", "int8_static", "palettize4", "palettize6", "palettize8"] = "fp32"
     quantization: str | None = Field(None, description="how the weights/activations were reduced, when not fp32")
     parity: ParitySpec | None = None
     parity_skipped: str | None = Field(None, description="why parity is null (e.g. CoreML cannot predict on Linux)")

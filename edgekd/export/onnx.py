@@ -10,6 +10,13 @@ from torch import nn
 
 from edgekd.errors import EdgekdError
 
+# fp16/int8 are made from the fp32 file by edgekd.compress.quantize (docs/quantization.md); an int8 manifest
+# replaces this line with one naming its calibration set and the layers kept in fp32
+QUANTIZATION = {
+    "int8": "static int8 QDQ (QuantizeLinear/DequantizeLinear pairs), NNCF post-training quantization",
+    "fp16": "fp16 weights and compute, fp32 inputs/outputs (onnxruntime.transformers.float16, keep_io_types)",
+}
+
 
 class TeacherStep(nn.Module):
     """One denoising step of the teacher: (sample, int64 timestep [B]) -> epsilon. Exported for on-device DDIM."""

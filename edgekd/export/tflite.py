@@ -5,7 +5,11 @@
   become int32: LiteRT runtimes and accelerators do not take 64-bit tensors.
 - int8: dynamic-range quantization of the fp32 flatbuffer with ai-edge-quantizer's ``dynamic_wi8_afp32`` recipe
   (int8 channel-wise weights, activations quantized on the fly by the kernels). Static int8 through PT2E fails in
-  litert-torch 0.10 ('tfl.pad' same-scale constraint) and ``static_wi8_ai16`` produced garbage (shared/STACK.md).
+  litert-torch 0.10 ('tfl.pad' same-scale constraint).
+- int8_static: ai-edge-quantizer's ``static_wi8_ai8`` (int8 weights and activations, ranges calibrated on
+  edgekd.compress.calibration inputs) with float32 model inputs/outputs. ai-edge-quantizer's static recipes quantize
+  the signature itself by default (an int8 ``noise`` input): fed float32 that gives garbage, which is what
+  shared/STACK.md recorded for ``static_wi8_ai16``; the INPUT/OUTPUT ops are therefore left unquantized here.
 - fp16: fp16 weights of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV through ai-edge-quantizer's
   FLOAT_CASTING algorithm, compute in float (litert-torch itself has no fp16 conversion option).
 """
@@ -20,15 +24,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8_static")
 QUANTIZATION = {
     "int8": "dynamic-range int8: int8 channel-wise weights, float32 activations quantized at run time "
             "(ai-edge-quantizer dynamic_wi8_afp32)",
+    "int8_static": "static int8: int8 channel-wise weights and int8 activations with ranges calibrated ahead of time "
+                   "(ai-edge-quantizer static_wi8_ai8); float32 model inputs/outputs (QUANTIZE/DEQUANTIZE at the edges) "
+                   "and a float timestep embedding",
     "fp16": "fp16 weights of CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED/TRANSPOSE_CONV, float32 compute "
             "(ai-edge-quantizer FLOAT_CASTING)",
 }
@@ -80,16 +88,45 @@ def convert_fp32(model: nn.Module, example: dict[str, torch.Tensor], output_name
             raise EdgekdError(f"TFLite conversion failed{hint}: {type(exc).__name__}: {msg}") from None
 
 
-def quantize(flatbuffer: bytes, precision: str) -> bytes:
-    """fp32 flatbuffer -> int8 dynamic-range or fp16-weight flatbuffer (ai-edge-quantizer)."""
+# tensor names litert-torch gives diffusers' timestep projection and embedding (module paths)
+TIME_EMBEDDING = ".*(time_proj|time_embedding).*"
+
+
+def _signature_dtypes(flatbuffer: bytes) -> dict[str, Any]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=flatbuffer, num_threads=1).get_signature_runner()
+    return {name: d["dtype"] for name, d in runner.get_input_details().items()}
+
+
+def quantize(flatbuffer: bytes, precision: str, calibration: list[dict[str, Any]] | None = None) -> bytes:
+    """fp32 flatbuffer -> int8 dynamic-range, static int8 (needs ``calibration``: signature inputs, one dict per
+    call at the model's batch) or fp16-weight flatbuffer (ai-edge-quantizer)."""
     if precision == "fp32":
         return flatbuffer
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
+    if precision == "int8_static" and not calibration:
+        raise EdgekdError("TFLite int8_static needs calibration inputs")
     with _quiet():
         try:
             if precision == "int8":
                 q = quantizer.Quantizer(flatbuffer, recipe.dynamic_wi8_afp32())
+            elif precision == "int8_static":
+                # the model keeps float32 inputs/outputs: without this the signature itself becomes int8 and a
+                # caller feeding float32 gets garbage (what shared/STACK.md saw as "static_wi8_ai16 garbage")
+                q = quantizer.Quantizer(flatbuffer, recipe.static_wi8_ai8())
+                for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                    q.update_quantization_recipe(regex=".*", operation_name=op,
+                                                 algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+                # the sinusoidal timestep embedding stays float: t * freq spans 0..~1000 and int8 loses its phase
+                # (a teacher step fell from 14.8 to 7.3 dB through DDIM-10 with it quantized)
+                q.update_quantization_recipe(regex=TIME_EMBEDDING, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                             algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+                dtypes = _signature_dtypes(flatbuffer)  # e.g. the int64 timestep is int32 in the signature
+                feeds = [{k: np.asarray(v, dtype=dtypes.get(k, np.float32)) for k, v in item.items()}
+                         for item in calibration or []]
+                calibrated = q.calibrate({"serving_default": feeds}, num_threads=1)
             elif precision == "fp16":
                 q = quantizer.Quantizer(flatbuffer)
                 config = qtyping.OpQuantizationConfig(
@@ -101,7 +138,8 @@ def quantize(flatbuffer: bytes, precision: str) -> bytes:
                                                  algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING)
             else:
                 raise EdgekdError(f"precision '{precision}' is not supported for target tflite (available: {', '.join(PRECISIONS)})")
-            result = q.quantize(enable_progress_bar=False, enable_progress_report=False)
+            result = q.quantize(calibrated if precision == "int8_static" else None, enable_progress_bar=False,
+                                enable_progress_report=False)
         except EdgekdError:
             raise
         except Exception as exc:
@@ -145,11 +183,11 @@ def inspect(path: Path) -> dict[str, Any]:
 
 
 def export_tflite(model: nn.Module, example: dict[str, torch.Tensor], path: Path, output_name: str,
-                  precision: str = "fp32") -> dict[str, Any]:
+                  precision: str = "fp32", calibration: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``model`` as a .tflite at ``path`` (which the caller renames into place); returns its checks."""
     if precision not in PRECISIONS:
         raise EdgekdError(f"precision '{precision}' is not supported for target tflite (available: {', '.join(PRECISIONS)})")
-    flatbuffer = quantize(convert_fp32(model, example, output_name), precision)
+    flatbuffer = quantize(convert_fp32(model, example, output_name), precision, calibration)
     with open(path, "wb") as fh:
         fh.write(flatbuffer)
         fh.flush()

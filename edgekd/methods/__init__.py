@@ -43,5 +43,7 @@ def setup_method(recipe: "Recipe", teacher: "DiffusionTeacher", train: "Trajecto
                  device: torch.device) -> MethodSetup:
     import edgekd.methods.denoising_student  # noqa: F401  (registers itself)
     import edgekd.methods.adv_kd  # noqa: F401  (registers itself)
+    import edgekd.methods.o2mkd  # noqa: F401  (registers itself)
+    import edgekd.methods.gdd  # noqa: F401  (registers itself)
 
     return REGISTRY[recipe.method.name](recipe, teacher, train, heldout, device)

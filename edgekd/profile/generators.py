@@ -117,6 +117,36 @@ class OnnxTeacher(DDIMLoopTeacher):
         return torch.from_numpy(out)
 
 
+class TorchRouter(TorchStudent):
+    """An O2MKD student in torch: its forward runs the DDIM loop, each step routed to the student owning it."""
+
+    def __init__(self, model: nn.Module, name: str | None = None):
+        super().__init__(model, name or f"o2mkd {model.num_students} students DDIM-{model.steps}")
+        self.calls_per_image = model.steps
+
+
+class RoutedLoop(DDIMLoopTeacher):
+    """O2MKD in any runtime: N exported step models (each a DDIMLoopTeacher of that runtime, used only for its
+    ``_eps``), every DDIM step sent to the one owning its timestep (index = number of boundaries <= t)."""
+
+    def __init__(self, steppers: list[DDIMLoopTeacher], boundaries: list[int], scheduler_config: dict[str, Any],
+                 steps: int, spacing: str = "trailing", name: str | None = None):
+        super().__init__(scheduler_config, steps, spacing)
+        if len(steppers) != len(boundaries) + 1:
+            raise ValueError(f"{len(boundaries)} boundaries need {len(boundaries) + 1} step models, got {len(steppers)}")
+        self.steppers, self.boundaries = list(steppers), [int(b) for b in boundaries]
+        self.runtime = steppers[0].runtime
+        self.name = name or f"o2mkd {len(steppers)} students DDIM-{steps}"
+
+    def owner(self, t: int | torch.Tensor) -> int:
+        import bisect
+
+        return bisect.bisect_right(self.boundaries, int(t))
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.steppers[self.owner(t)]._eps(x, t)
+
+
 def generate_batched(gen: Generator, noise: torch.Tensor, batch_size: int = 128, progress: str | None = None) -> torch.Tensor:
     """Run ``gen`` over ``noise`` in batches (optionally with a progress bar)."""
     from tqdm.auto import tqdm

@@ -62,6 +62,10 @@ def render_markdown(report: dict) -> str:
     lines.append("|---|" + "---|" * len(runtimes))
     for name, ratios in report["speedup"].items():
         lines.append(f"| {name} | " + " | ".join(f"{ratios[r]:.0f}x" if r in ratios else "-" for r in runtimes) + " |")
+    if report.get("per_step"):
+        from edgekd.profile.o2mkd import render_per_step
+
+        lines += render_per_step(report["per_step"], runtimes)
     lines.append("")
     lines.append(f"FID: {report['fid_samples']} generated images against {report['fid_real']} real Fashion-MNIST test "
                  f"images, features from {report['feature_net']} (test accuracy {report['feature_net_accuracy']}). "
@@ -87,8 +91,13 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     teacher = load_teacher(recipe.teacher.path)
     shape = teacher.sample_shape
     student = run.student()
+    from edgekd.profile.o2mkd import is_router, profile_router, router_manifest_path
 
-    student_onnx = run.exports / "onnx" / "student.onnx"
+    router = is_router(student)  # O2MKD: N students routed by timestep inside a DDIM loop (profile/o2mkd.py)
+    if router:
+        steps_list = sorted(set(steps_list) | {student.steps})  # the teacher at the students' own step count
+
+    student_onnx = router_manifest_path(run) if router else run.exports / "onnx" / "student.onnx"
     teacher_onnx = run.exports / "onnx" / "teacher_step.onnx"
     if not student_onnx.is_file():
         export_run(run.path)
@@ -110,10 +119,14 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
             gen = OnnxTeacher(teacher_onnx, teacher.scheduler_config, steps, t, recipe.teacher.timestep_spacing)
             row.latency_ms[f"onnxruntime {t}t"] = latency_ms(gen, one, reps)
         rows.append(row)
-    srow = Row("student", 1, count_params(student), count_macs(student, one), file_bytes(student_onnx))
-    srow.latency_ms["torch"] = latency_ms(TorchStudent(student), one, reps)
-    for t in thread_list:
-        srow.latency_ms[f"onnxruntime {t}t"] = latency_ms(OnnxStudent(student_onnx, t), one, reps)
+    per_step = None
+    if router:
+        srow, per_step = profile_router(student, teacher, teacher_onnx, student_onnx, one, reps, thread_list)
+    else:
+        srow = Row("student", 1, count_params(student), count_macs(student, one), file_bytes(student_onnx))
+        srow.latency_ms["torch"] = latency_ms(TorchStudent(student), one, reps)
+        for t in thread_list:
+            srow.latency_ms[f"onnxruntime {t}t"] = latency_ms(OnnxStudent(student_onnx, t), one, reps)
     torch.set_num_threads(n_threads)
 
     # ---- quality: teacher samples come from (and go into) the trajectory store, so re-profiling is cheap
@@ -126,7 +139,13 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         samples[steps] = torch.from_numpy(store.read(0, n_fid)["x0"][:]).clamp(-1, 1)
     noise = make_noise(cfg.fid_seed, 0, n_fid, shape)
     # quality is judged on what users see: outputs clipped to [-1, 1] as the manifest's to_pixels does
-    student_out = generate_batched(OnnxStudent(student_onnx), noise, cfg.batch_size, progress="student (onnxruntime)").clamp(-1, 1)
+    if router:
+        from edgekd.export.multi import router_generator
+
+        student_gen = router_generator(student_onnx)
+    else:
+        student_gen = OnnxStudent(student_onnx)
+    student_out = generate_batched(student_gen, noise, cfg.batch_size, progress="student (onnxruntime)").clamp(-1, 1)
     feature_net = FeatureNet(load_classifier(cfg.feature_net))
     real = load_dataset(recipe.data.model_copy(update={"split": "test", "limit": None}))
     train_real = load_dataset(recipe.data.model_copy(update={"split": "train", "limit": n_fid}))
@@ -135,7 +154,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         row.fid = fid(real, samples[steps], feature_net)
         row.psnr_vs_teacher = None if steps == t_steps_max else psnr(reference, samples[steps])
     srow.fid = fid(real, student_out, feature_net)
-    srow.psnr_vs_teacher = psnr(reference, student_out)
+    srow.psnr_vs_teacher = psnr(samples[student.steps] if router else reference, student_out)
     rows.append(srow)
 
     speedup = {r.name: {rt: r.latency_ms[rt] / srow.latency_ms[rt] for rt in runtimes} for r in rows[:-1]}
@@ -147,7 +166,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         "runtimes": runtimes, "repeats": reps, "fid_samples": n_fid, "fid_real": len(real),
         "feature_net": cfg.feature_net, "feature_net_accuracy": accuracy,
         "fid_data_floor": fid(real, train_real, feature_net),
-        "rows": [asdict(r) for r in rows], "speedup": speedup,
+        "rows": [asdict(r) for r in rows], "speedup": speedup, "per_step": per_step,
     }
     run.report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.report_dir / "profile.json", report)
@@ -155,7 +174,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     atomic_write_text(run.report_dir / "profile.md", f"# edgekd profile: {recipe.name}\n\n" + markdown +
                       "\n![teacher and student on the same noise](samples.png)\n")
     grid_rows = {f"teacher DDIM-{s}": samples[s][:16] for s in steps_list}
-    grid_rows["student (1 step)"] = student_out[:16]
+    grid_rows[srow.name if router else "student (1 step)"] = student_out[:16]
     labelled_rows(grid_rows, run.report_dir / "samples.png", crop=image_crop(recipe))
     print(markdown)
     print(f"report: {run.report_dir / 'profile.md'}")

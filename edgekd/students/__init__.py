@@ -9,10 +9,12 @@ from torch import nn
 
 from edgekd.errors import EdgekdError
 from edgekd.students.layerwise import LayerwiseStudent
+from edgekd.students.o2mkd import O2MKDStudent
 from edgekd.students.unet_student import OneStepUNetStudent
 from edgekd.train.checkpoint import load_weights_file, save_weights
 
-STUDENT_KINDS: dict[str, type] = {"one_step_unet": OneStepUNetStudent, "layerwise": LayerwiseStudent}
+STUDENT_KINDS: dict[str, type] = {"one_step_unet": OneStepUNetStudent, "layerwise": LayerwiseStudent,
+                                  "o2mkd": O2MKDStudent}
 
 
 def save_student(student: nn.Module, folder: Path) -> None:

@@ -131,13 +131,19 @@ class LayerwiseStudent(nn.Module):
                 "convs_per_block": self.convs_per_block, "head_channels": self.head_channels,
                 "negative_slope": self.negative_slope, "out_scales": self.out_scales,
                 "resolutions": self.resolutions,
-                "parametrisation": "image = last_head(trunk(avgpool(noise) * pool_factor)); no timestep"}
+                "parametrisation": "image = last_head(trunk(avgpool(noise) * pool_factor)); no timestep",
+                **({"pruned": self.pruned_structure} if getattr(self, "pruned_structure", None) else {})}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "LayerwiseStudent":
         keys = ("image_channels", "image_size", "input_size", "channels", "up_blocks", "convs_per_block",
                 "head_channels", "negative_slope", "out_scales")
-        return cls(**{k: config[k] for k in keys})
+        student = cls(**{k: config[k] for k in keys})
+        if config.get("pruned"):  # channel-pruned by edgekd compress: the keys above are the unpruned build
+            from edgekd.compress.prune import apply_structure
+
+            apply_structure(student, config["pruned"])
+        return student
 
 
 def build_layerwise_student(cfg: Any, sample_shape: tuple[int, int, int],

@@ -14,13 +14,26 @@ from torch import nn
 
 
 class OneStepUNetStudent(nn.Module):
-    def __init__(self, unet: nn.Module, timestep: int):
+    """``alpha_bar`` set (GDD's generator): x0 = (z - sqrt(1 - alpha_bar) * eps) / sqrt(alpha_bar), the teacher's
+    own x0 prediction at ``timestep``, clamped to [-1, 1] in eval mode (what DDIM's clip_sample does, and what the
+    export computes) and left raw in train mode, so a discriminator sees and penalises out-of-range pixels and
+    every pixel keeps its gradient (see docs/gdd.md)."""
+
+    def __init__(self, unet: nn.Module, timestep: int, alpha_bar: float | None = None):
         super().__init__()
         self.unet = unet
         self.timestep = int(timestep)
+        self.alpha_bar = None if alpha_bar is None else float(alpha_bar)
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        return noise - self.unet(noise, self.timestep).sample
+        if self.alpha_bar is None:
+            return noise - self.unet(noise, self.timestep).sample
+        if torch.is_autocast_enabled(noise.device.type):  # 1/sqrt(alpha_bar) (~157) amplifies bf16 rounding
+            with torch.autocast(noise.device.type, enabled=False):
+                return self.forward(noise.float())
+        eps = self.unet(noise, self.timestep).sample
+        x0 = (noise - (1.0 - self.alpha_bar) ** 0.5 * eps) * (1.0 / self.alpha_bar ** 0.5)
+        return x0 if self.training else x0.clamp(-1.0, 1.0)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -29,7 +42,11 @@ class OneStepUNetStudent(nn.Module):
         return (int(cfg.in_channels), int(size), int(size))
 
     def export_config(self) -> dict[str, Any]:
-        return {"kind": "one_step_unet", "timestep": self.timestep, "unet": dict(self.unet.config),
+        if self.alpha_bar is not None:
+            return {"kind": "one_step_unet", "timestep": self.timestep, "unet": dict(self.unet.config), **self._pruned(),
+                    "alpha_bar": self.alpha_bar, "parametrisation":
+                    "x0 = clamp((noise - sqrt(1 - alpha_bar) * unet(noise, timestep)) / sqrt(alpha_bar), -1, 1)"}
+        return {"kind": "one_step_unet", "timestep": self.timestep, "unet": dict(self.unet.config), **self._pruned(),
                 "parametrisation": "x0 = noise - unet(noise, timestep)"}
 
     @classmethod
@@ -37,7 +54,17 @@ class OneStepUNetStudent(nn.Module):
         from diffusers import UNet2DModel
 
         unet_cfg = {k: v for k, v in config["unet"].items() if not k.startswith("_")}
-        return cls(UNet2DModel(**unet_cfg), config["timestep"])
+        unet = UNet2DModel(**unet_cfg)
+        if config.get("pruned"):  # channel-pruned by edgekd compress: config["unet"] is the unpruned build
+            from edgekd.compress.prune import apply_structure
+
+            apply_structure(unet, config["pruned"])
+        return cls(unet, config["timestep"], config.get("alpha_bar"))
+
+    def _pruned(self) -> dict[str, Any]:
+        """``{"pruned": structure}`` when the UNet was channel-pruned (edgekd.compress.prune), else nothing."""
+        structure = getattr(self.unet, "pruned_structure", None)
+        return {"pruned": structure} if structure else {}
 
 
 def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int) -> OneStepUNetStudent:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from edgekd.errors import MissingResourceError
+from edgekd.errors import EdgekdError, MissingResourceError
 from edgekd.paths import resolve_builtin
 
 
@@ -161,7 +161,13 @@ def load_teacher(path: str, device: torch.device | str = "cpu") -> DiffusionTeac
         if not (unet_dir / "config.json").is_file():
             raise MissingResourceError(f"{local} is not a diffusers checkpoint: no unet/config.json")
         try:
-            unet = UNet2DModel.from_pretrained(str(unet_dir))
+            from edgekd.compress.prune import PRUNED_FILE, load_pruned_unet
+
+            # a teacher pruned by `edgekd compress --teacher` keeps its unpruned config + a structure diff
+            unet = load_pruned_unet(unet_dir) if (unet_dir / PRUNED_FILE).is_file() \
+                else UNet2DModel.from_pretrained(str(unet_dir))
+        except EdgekdError:
+            raise
         except Exception as exc:  # diffusers raises many types for bad folders
             raise MissingResourceError(f"cannot load the teacher UNet from {unet_dir}: {exc}") from None
         if sched_dir is not None:
