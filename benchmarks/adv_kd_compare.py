@@ -25,9 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-TEACHER = ROOT.parent / "shared" / "teachers" / "fmnist-ddpm-s"
-FID_SEED = 5_000_000  # edgekd profile's default: teacher samples are shared with its cache layout
+from bench_common import FID_SEED, ROOT, TEACHER, fid_setup, fmt, teacher_samples, train
 
 
 def base_recipe(name: str, out: Path, args: argparse.Namespace) -> dict:
@@ -71,25 +69,6 @@ def long_recipes(out: Path, args: argparse.Namespace) -> dict[str, dict]:
     return recipes
 
 
-def train(recipe: dict, out: Path) -> tuple[Path, float]:
-    """Distill (or reuse a finished run); returns the run directory and the training wall time."""
-    from edgekd.distill import distill
-    from edgekd.recipe import load_recipe
-
-    run = Path(recipe["run_dir"])
-    summary = run / "summary.json"
-    if summary.is_file():
-        return run, float(json.loads(summary.read_text()).get("train_seconds", float("nan")))
-    path = out / f"{recipe['name']}.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    t0 = time.time()
-    distill(load_recipe(path), resume=True)
-    seconds = time.time() - t0
-    data = json.loads(summary.read_text())
-    summary.write_text(json.dumps({**data, "train_seconds": round(seconds, 1)}, indent=2))
-    return run, seconds
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "adv-kd-compare")
@@ -111,27 +90,19 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    from edgekd.data import load_dataset
     from edgekd.export import export_run
     from edgekd.grid import labelled_rows
-    from edgekd.noise import make_noise
-    from edgekd.profile.classifier import FeatureNet
     from edgekd.profile.generators import OnnxStudent, OnnxTeacher, TorchStudent, generate_batched
     from edgekd.profile.measure import count_macs, count_params, latency_ms
-    from edgekd.profile.quality import fid, psnr
-    from edgekd.recipe import DataConfig
+    from edgekd.profile.quality import psnr
     from edgekd.rundir import RunDir
     from edgekd.teachers.diffusers_teacher import load_teacher
-    from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
 
     teacher = load_teacher(str(args.teacher))
-    shape = teacher.sample_shape
     n = args.fid_samples
-    noise = make_noise(FID_SEED, 0, n, shape)
+    fs = fid_setup(teacher.sample_shape, n)
+    noise, floor = fs.noise, fs.floor
     one = noise[:1]
-    feature_net = FeatureNet.from_path("builtin:fid/fmnist-classifier")
-    real = load_dataset(DataConfig(split="test"))
-    floor = fid(real, load_dataset(DataConfig(split="train", limit=n)), feature_net)
 
     # ---- the trajectory store both students read (recorded once, before any timed training)
     from edgekd.distill import open_store
@@ -158,11 +129,7 @@ def main() -> None:
 
     # ---- teacher samples on the FID noise (cached in the store layout that `edgekd profile` uses)
     t_teacher_start = time.time()
-    teacher_out: dict[int, torch.Tensor] = {}
-    for steps in (10, 50):
-        store = TrajectoryStore(out / "cache", TrajectorySpec(teacher.fingerprint, steps, "trailing", 0.0, FID_SEED, (), shape))
-        store.ensure(teacher, n, shard_size=64, batch_size=64)
-        teacher_out[steps] = torch.from_numpy(store.read(0, n)["x0"][:]).clamp(-1, 1)
+    teacher_out = teacher_samples(teacher, out / "cache", n)
     t_teacher_s = time.time() - t_teacher_start
 
     rows = []
@@ -188,22 +155,19 @@ def main() -> None:
                     export_run(run.path, teacher=True)
         else:
             images = generate_batched(TorchStudent(student), noise, 64).clamp(-1, 1)
-        row["fid"] = fid(real, images, feature_net)
+        row["fid"] = fs.score(images)
         row["psnr_vs_ddim10"] = psnr(teacher_out[10], images)
         row["images"] = images
         rows.append(row)
     for steps in (10, 50):
         row = {"name": f"teacher DDIM-{steps}", "calls": steps, "params": count_params(teacher.unet),
-               "macs": teacher_macs * steps, "train_s": None, "fid": fid(real, teacher_out[steps], feature_net),
+               "macs": teacher_macs * steps, "train_s": None, "fid": fs.score(teacher_out[steps]),
                "psnr_vs_ddim10": None if steps == 10 else psnr(teacher_out[10], teacher_out[steps]),
                "images": teacher_out[steps]}
         if teacher_onnx is not None:
             row["onnx_ms"] = latency_ms(OnnxTeacher(teacher_onnx, teacher.scheduler_config, steps, threads=1), one,
                                         max(3, args.repeats // (steps // 5)))
         rows.append(row)
-
-    def fmt(v: object, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
 
     head = ["generator", "net calls", "params", "MACs/img", "ONNX ms/img (1 thread)", f"FID ({n})",
             "PSNR vs DDIM-10 dB", "train s"]

@@ -25,11 +25,8 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-TEACHER = ROOT.parent / "shared" / "teachers" / "fmnist-ddpm-s"
-FID_SEED = 5_000_000  # edgekd profile's default, so teacher samples share its cache layout
+from bench_common import FID_SEED, ROOT, TEACHER, fid_setup, fmt, teacher_samples, train
 
 
 def base_recipe(name: str, out: Path, args: argparse.Namespace, steps: int | None = None) -> dict:
@@ -73,26 +70,6 @@ def o2mkd_recipe(out: Path, args: argparse.Namespace) -> dict:
     return r
 
 
-def train(recipe: dict, out: Path) -> tuple[Path, float]:
-    """Distill (or reuse a finished run); returns the run directory and the training wall time."""
-    from edgekd.distill import distill
-    from edgekd.recipe import load_recipe
-
-    run = Path(recipe["run_dir"])
-    summary = run / "summary.json"
-    if summary.is_file():
-        return run, float(json.loads(summary.read_text()).get("train_seconds", float("nan")))
-    path = out / f"{recipe['name']}.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    print(f"== training {recipe['name']} ({recipe['train']['steps']} steps)", flush=True)
-    t0 = time.time()
-    distill(load_recipe(path), resume=(run / "checkpoints" / "latest.json").is_file())
-    seconds = time.time() - t0
-    data = json.loads(summary.read_text())
-    summary.write_text(json.dumps({**data, "train_seconds": round(seconds, 1)}, indent=2))
-    return run, seconds
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "methods-compare")
@@ -119,28 +96,20 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    from edgekd.data import load_dataset
     from edgekd.export import export_run
     from edgekd.export.multi import router_generator, router_manifest_name
     from edgekd.grid import labelled_rows
-    from edgekd.noise import make_noise
-    from edgekd.profile.classifier import FeatureNet
     from edgekd.profile.generators import OnnxStudent, OnnxTeacher, TorchStudent, generate_batched
     from edgekd.profile.measure import count_macs, count_params, latency_ms
-    from edgekd.profile.quality import fid, psnr
-    from edgekd.recipe import DataConfig
+    from edgekd.profile.quality import psnr
     from edgekd.rundir import RunDir
     from edgekd.teachers.diffusers_teacher import load_teacher
-    from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
 
     teacher = load_teacher(str(args.teacher))
-    shape = teacher.sample_shape
     n = args.fid_samples
-    noise = make_noise(FID_SEED, 0, n, shape)
+    fs = fid_setup(teacher.sample_shape, n)
+    noise, floor = fs.noise, fs.floor
     one = noise[:1]
-    feature_net = FeatureNet.from_path("builtin:fid/fmnist-classifier")
-    real = load_dataset(DataConfig(split="test"))
-    floor = fid(real, load_dataset(DataConfig(split="train", limit=n)), feature_net)
 
     wanted = {"ds": ("Denoising Student (slim UNet)", lambda: ds_recipe(out, args)),
               "gdd": ("GDD (teacher UNet, one step)", lambda: gdd_recipe(out, args, innate=False)),
@@ -151,11 +120,7 @@ def main() -> None:
 
     # ---- teacher samples on the FID noise (cached in the store layout that `edgekd profile` uses)
     t_teacher = time.time()
-    teacher_out: dict[int, torch.Tensor] = {}
-    for steps in (10, 50):
-        store = TrajectoryStore(out / "cache", TrajectorySpec(teacher.fingerprint, steps, "trailing", 0.0, FID_SEED, (), shape))
-        store.ensure(teacher, n, shard_size=64, batch_size=64)
-        teacher_out[steps] = torch.from_numpy(store.read(0, n)["x0"][:]).clamp(-1, 1)
+    teacher_out = teacher_samples(teacher, out / "cache", n)
     t_teacher = time.time() - t_teacher
 
     rows, teacher_onnx = [], None
@@ -174,7 +139,7 @@ def main() -> None:
         row["onnx_ms"] = latency_ms(generator, one, args.repeats)
         row["onnx_ms_call"] = row["onnx_ms"] / calls
         images = generate_batched(TorchStudent(student), noise, 64).clamp(-1, 1)
-        row["fid"] = fid(real, images, feature_net)
+        row["fid"] = fs.score(images)
         row["psnr_vs_ddim10"] = psnr(teacher_out[10], images)
         row["images"] = images
         rows.append(row)
@@ -185,7 +150,7 @@ def main() -> None:
     teacher_macs = count_macs(teacher.unet, one, torch.tensor([999]))
     for steps in (10, 50):
         row = {"name": f"teacher DDIM-{steps}", "calls": steps, "params": count_params(teacher.unet),
-               "macs": teacher_macs * steps, "train_s": None, "fid": fid(real, teacher_out[steps], feature_net),
+               "macs": teacher_macs * steps, "train_s": None, "fid": fs.score(teacher_out[steps]),
                "psnr_vs_ddim10": None if steps == 10 else psnr(teacher_out[10], teacher_out[steps]),
                "images": teacher_out[steps]}
         if teacher_onnx is not None:
@@ -193,9 +158,6 @@ def main() -> None:
                                         max(3, args.repeats // (steps // 5)))
             row["onnx_ms_call"] = row["onnx_ms"] / steps
         rows.append(row)
-
-    def fmt(v: object, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
 
     head = ["generator", "net calls", "params", "MACs/img", "ONNX ms/call", "ONNX ms/img", f"FID ({n})",
             "PSNR vs DDIM-10 dB", "train s"]
