@@ -80,6 +80,11 @@ def compress(run_path: Path, prune_flags: dict[str, Any] | None = None, quantize
                           "or add compress.prune / compress.quantize to the recipe")
     if teacher and not do_prune:
         raise EdgekdError("--teacher prunes the teacher: pass --prune RATIO as well")
+    from edgekd.extras import require
+
+    if do_prune:
+        require("prune", "pruning")
+        require("onnx", "pruning (its report runs the student in onnxruntime)")
     derived = None
     if do_prune:
         derived = prune_run(run, recipe, teacher=teacher, out=out, fid_samples=fid_samples, resume=resume,
@@ -94,11 +99,8 @@ def _quantize(run_path: Path, recipe: Recipe) -> None:
     """Hand over to the quantization stage (edgekd/compress/quantize.py: ``quantize_run(run_dir, cfg)``)."""
     from edgekd.recipe import QuantizeConfig
 
-    try:
-        from edgekd.compress.quantize import quantize_run
-    except ImportError:
-        raise EdgekdError("quantization (edgekd/compress/quantize.py: quantize_run) is not in this edgekd yet; "
-                          "run without --quantize") from None
+    from edgekd.compress.quantize import quantize_run
+
     quantize_run(Path(run_path), recipe.compress.quantize or QuantizeConfig())
 
 

@@ -163,6 +163,9 @@ def _validate(target: str, precision: str, batch: int | None, compute_units: str
                           f"(available for {target}: {', '.join(PRECISIONS[target])})")
     if batch is not None and batch < 1:
         raise EdgekdError(f"--batch must be >= 1, got {batch}")
+    from edgekd.extras import require_export
+
+    require_export(target, precision)
     if target == "coreml":
         from edgekd.export.coreml import validate_options
 
