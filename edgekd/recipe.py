@@ -597,17 +597,26 @@ def check_recipe_files(recipe: Recipe, source: str) -> None:
     check_data_files(recipe.data, source)
 
 
+def _paired(recipe: Recipe, source: str, student_cls: type, method_cls: type, student_text: str,
+            method_name: str) -> bool:
+    """A student kind that only one method trains, and back: True when the recipe uses the pair (checks follow),
+    False when it uses neither, a one-line RecipeError when it uses only one of them."""
+    kind = student_cls.model_fields["kind"].default
+    uses_student, uses_method = isinstance(recipe.student, student_cls), isinstance(recipe.method, method_cls)
+    if uses_method and not uses_student:
+        raise RecipeError(f"{source}: key 'student.kind': method {method_name} trains {student_text} student; "
+                          f"write kind: {kind}")
+    if uses_student and not uses_method:
+        raise RecipeError(f"{source}: key 'method.name': {student_text} student is trained by method {method_name}, "
+                          f"not {recipe.method.name}")
+    return uses_student
+
+
 def check_layerwise(recipe: Recipe, source: str) -> None:
     """Cross-section checks of the layerwise student / Adv-KD (sizes against data.resolution, record against K)."""
-    student, method = recipe.student, recipe.method
-    is_layerwise = isinstance(student, LayerwiseStudentConfig)
-    if isinstance(method, AdvKDConfig) and not is_layerwise:
-        raise RecipeError(f"{source}: key 'student.kind': method adv_kd trains a layerwise student; write kind: layerwise")
-    if not is_layerwise:
+    if not _paired(recipe, source, LayerwiseStudentConfig, AdvKDConfig, "a layerwise", "adv_kd"):
         return
-    if not isinstance(method, AdvKDConfig):
-        raise RecipeError(f"{source}: key 'method.name': a layerwise student is trained by method adv_kd, "
-                          f"not {method.name}")
+    student = recipe.student
     res, size, k = recipe.data.resolution, student.input_size, len(student.channels)
     if res % size:
         raise RecipeError(f"{source}: key 'student.input_size': {size} must divide data.resolution ({res})")
@@ -650,14 +659,9 @@ def check_o2mkd(recipe: Recipe, source: str) -> None:
     """
     import json
 
-    student, method = recipe.student, recipe.method
-    is_o2mkd = isinstance(student, O2MKDStudentConfig)
-    if isinstance(method, O2MKDConfig) and not is_o2mkd:
-        raise RecipeError(f"{source}: key 'student.kind': method o2mkd trains an o2mkd student; write kind: o2mkd")
-    if not is_o2mkd:
+    if not _paired(recipe, source, O2MKDStudentConfig, O2MKDConfig, "an o2mkd", "o2mkd"):
         return
-    if not isinstance(method, O2MKDConfig):
-        raise RecipeError(f"{source}: key 'method.name': an o2mkd student is trained by method o2mkd, not {method.name}")
+    student = recipe.student
     sched = resolve_builtin(recipe.teacher.path) / "scheduler" / "scheduler_config.json"
     if not sched.is_file():
         return

@@ -100,20 +100,27 @@ def manifest_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".manifest.json")
 
 
-def read_manifest(path: Path) -> Manifest:
-    """Read and validate; an unknown version or a malformed file is one clear error."""
+def read_versioned(path: Path, model: type[BaseModel], label: str, hint: str, readable: tuple[int, ...],
+                   readable_text: str) -> Any:
+    """Read a JSON manifest and validate it into ``model``; a missing file, bad JSON, an unknown format_version
+    or an invalid field is one clear error naming ``label`` and ``path``."""
     try:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise EdgekdError(f"manifest {path} not found (export the model with `edgekd export`)") from None
+        raise EdgekdError(f"{label} {path} not found ({hint})") from None
     except ValueError as exc:
-        raise EdgekdError(f"manifest {path} is not valid JSON ({exc})") from None
+        raise EdgekdError(f"{label} {path} is not valid JSON ({exc})") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version not in READABLE_VERSIONS:
-        raise EdgekdError(f"manifest {path} has format_version {version!r}; this edgekd reads versions "
-                          f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if version not in readable:
+        raise EdgekdError(f"{label} {path} has format_version {version!r}; this edgekd reads {readable_text}")
     try:
-        return Manifest.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise EdgekdError(f"manifest {path}: field '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+        raise EdgekdError(f"{label} {path}: field '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Read and validate; an unknown version or a malformed file is one clear error."""
+    return read_versioned(path, Manifest, "manifest", "export the model with `edgekd export`", READABLE_VERSIONS,
+                          f"versions {', '.join(map(str, READABLE_VERSIONS))}")

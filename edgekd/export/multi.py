@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd import __version__
 from edgekd.errors import EdgekdError
-from edgekd.export.manifest import ModelFile, NoiseSpec, OutputSpec, ParitySpec, SamplingSpec, TensorSpec
+from edgekd.export.manifest import (ModelFile, NoiseSpec, OutputSpec, ParitySpec, SamplingSpec, TensorSpec,
+                                    read_versioned)
 from edgekd.noise import make_noise
 from edgekd.train.checkpoint import atomic_write_text
 
@@ -132,21 +133,8 @@ def is_multi_student_run(run_path: Path) -> bool:
 
 def read_router_manifest(path: Path) -> RouterManifest:
     """Read and validate a router manifest; problems are one line."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EdgekdError(f"router manifest {path} not found (export the run with `edgekd export RUN`)") from None
-    except ValueError as exc:
-        raise EdgekdError(f"router manifest {path} is not valid JSON ({exc})") from None
-    version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version != ROUTER_FORMAT_VERSION:
-        raise EdgekdError(f"router manifest {path} has format_version {version!r}; this edgekd reads "
-                          f"{ROUTER_FORMAT_VERSION}")
-    try:
-        return RouterManifest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise EdgekdError(f"router manifest {path}: field '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+    return read_versioned(path, RouterManifest, "router manifest", "export the run with `edgekd export RUN`",
+                          (ROUTER_FORMAT_VERSION,), str(ROUTER_FORMAT_VERSION))
 
 
 # --------------------------------------------------------------------------------------------- generators
