@@ -84,7 +84,7 @@ function deviceInfo() {
   const os = navigator.userAgentData?.platform || navigator.platform || "unknown";
   const brand = navigator.userAgentData?.brands?.find((b) => !/Not.?A.?Brand/i.test(b.brand));
   const browser = brand ? `${brand.brand} ${brand.version}` : ua.split(" ").pop();
-  const name = $("device").value.trim() || params.get("device") || `${browser} on ${os}`;
+  const name = $("device").value.trim() || `${browser} on ${os}`;
   return {name, platform: "web", os, user_agent: ua};
 }
 
@@ -160,6 +160,7 @@ $("generate").addEventListener("click", () => runGenerate().catch(() => {}));
 $("benchmark").addEventListener("click", () => runBenchmark().catch(() => {}));
 $("download").addEventListener("click", download);
 if (params.has("seed")) $("seed").value = params.get("seed");
+if (params.has("device")) $("device").value = params.get("device");
 
 loadManifest().then((m) => {
   state.manifest = m;
