@@ -1,7 +1,7 @@
 """The web app (apps/web) in real headless Chromium: for a one-step student and an O2MKD student (a DDIM loop over
 several graphs), exported to ONNX and TFLite from tiny runs, the browser's output for a seed equals Python's
-(onnxruntime / the ai-edge-litert interpreter, driven by the same manifest v3 and the same portable noise) within
-1e-4; the canvas shows an image, a latency is shown, the benchmark JSON comes back and `edgekd profile --import`
+(edgekd.runtime over onnxruntime / the ai-edge-litert interpreter, from the same manifest v3 and the same portable
+noise) within 1e-4; the canvas shows an image, a latency is shown, the benchmark JSON comes back and `edgekd profile --import`
 takes it (and refuses a broken copy). One browser for the module; Debian's chromium, never a downloaded one.
 """
 
@@ -40,7 +40,9 @@ _missing = [why for cond, why in (
      and (WEB / "node_modules" / "@litertjs" / "core" / "package.json").is_file(),
      "apps/web/node_modules is missing (run `npm ci` in apps/web; scripts/setup.sh does)"),
 ) if not cond]
-pytestmark = [pytest.mark.skipif(bool(_missing), reason="; ".join(_missing)), pytest.mark.usefixtures("one_thread")]
+# slow: the four exports (litert-torch conversions dominate) take 1-3 min on a shared 2-core machine
+pytestmark = [pytest.mark.skipif(bool(_missing), reason="; ".join(_missing)), pytest.mark.usefixtures("one_thread"),
+              pytest.mark.slow]
 
 
 # --------------------------------------------------------------------------------------------- runs and exports
@@ -96,49 +98,33 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     small = {"init": "scratch", "block_out_channels": [8, 8], "norm_num_groups": 4}
     out = {"one_step": _make_run(base / "one-step", small, 4),
            "o2mkd": _make_run(base / "o2mkd", {"kind": "o2mkd", "boundaries": [500], **small}, 3)}
-    for run in out.values():
+    apps = base / "apps"
+    for app in INTO_APP.values():
+        (apps / app).mkdir(parents=True, exist_ok=True)
+    for kind, run in out.items():
         for target in ("onnx", "tflite"):
-            assert main(["export", str(run), "--target", target, "--exporter", "torchscript"]) == 0
+            into = ["--into-app", INTO_APP[kind, target], "--apps-dir", str(apps)] if (kind, target) in INTO_APP else []
+            assert main(["export", str(run), "--target", target, "--exporter", "torchscript", *into]) == 0
+    out["apps"] = apps
     return out
+
+
+# two of the four exports also go into an app (`export --into-app`), at no extra export cost
+INTO_APP = {("o2mkd", "onnx"): "web", ("one_step", "tflite"): "android"}
 
 
 # --------------------------------------------------------------------------------------------- Python reference
 
 
-def _graph_runner(folder: Path, graph: dict, target: str):
-    """graph(feeds: name -> array) -> output array, in onnxruntime or the ai-edge-litert interpreter."""
-    if target == "onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(folder / graph["file"]), opts, providers=["CPUExecutionProvider"])
-        return lambda feeds: session.run([graph["output"]["name"]], feeds)[0]
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_path=str(folder / graph["file"]), num_threads=1).get_signature_runner()
-    return lambda feeds: next(iter(runner(**feeds).values()))
-
-
 def python_reference(manifest_path: Path, seed: int) -> np.ndarray:
-    """The manifest's sampling section in Python on the same portable noise: one call, or the DDIM loop."""
+    """The export in Python through edgekd's runtime layer (onnxruntime for .onnx, the ai-edge-litert interpreter for
+    .tflite), driven by the same manifest, on the same portable noise as the page."""
+    from edgekd.runtime import open_generator
+
     m = json.loads(manifest_path.read_text())
-    graphs = {g["name"]: (g, _graph_runner(manifest_path.parent, g, m["target"])) for g in m["models"]}
-    x = portable_noise(seed, 0, 1, tuple(m["noise"]["shape"]))
-    s = m["sampling"]
-    if s["kind"] == "one_step":
-        g, run = graphs[s["graph"]]
-        return run({g["inputs"][0]["name"]: x}).reshape(-1)
-    clip = s.get("clip_sample_range", 1.0) if s.get("clip_sample") else None
-    for t, name, a, a_prev in zip(s["timesteps"], s["graph_per_step"], s["alphas_cumprod"], s["alphas_cumprod_prev"]):
-        g, run = graphs[name]
-        sample_in, t_in = g["inputs"][0], g["inputs"][1]
-        eps = run({sample_in["name"]: x, t_in["name"]: np.array([t], dtype=t_in["dtype"])})
-        x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
-        if clip is not None:
-            x0 = np.clip(x0, -clip, clip)
-        x = (np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps).astype(np.float32)
-    return x.reshape(-1)
+    noise = torch.from_numpy(portable_noise(seed, 0, 1, tuple(m["noise"]["shape"])))
+    with torch.no_grad():
+        return open_generator(manifest_path, threads=1).generate(noise).numpy().reshape(-1)
 
 
 # --------------------------------------------------------------------------------------------- the browser
@@ -269,6 +255,20 @@ def test_benchmark_json_comes_back_and_imports_into_the_profile(browser, runs: d
     assert main(["profile", str(run), "--import", str(bad)]) == 2
     assert "latency_ms.samples has 5 values but runs is 6" in capsys.readouterr().err
     assert (run / "report" / "profile.json").read_bytes() == before
+
+
+def test_export_into_app_copies_the_export_where_the_app_reads_it(runs: dict[str, Path]):
+    from edgekd.apps.into_app import APP_MODEL_DIRS
+
+    for (kind, target), app in INTO_APP.items():
+        src = runs[kind] / "exports" / target
+        dest = runs["apps"] / app / APP_MODEL_DIRS[app]
+        manifest = json.loads((dest / "student.manifest.json").read_text())
+        assert manifest == json.loads((src / "student.manifest.json").read_text())
+        files = sorted(g["file"] for g in manifest["models"])
+        assert sorted(p.name for p in dest.iterdir()) == sorted([*files, "student.manifest.json"])
+        for f in files:
+            assert (dest / f).read_bytes() == (src / f).read_bytes()
 
 
 def test_noise_module_matches_golden_values_under_node():
