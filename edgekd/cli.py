@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
                 from edgekd.export.manifest import manifest_path
 
                 manifest = path if path.name.endswith(".manifest.json") else manifest_path(path)
-                print(f"{args.into_app} app: {copy_into_app(manifest, args.into_app, args.apps_dir)}")
+                dest = copy_into_app(manifest, args.into_app, args.apps_dir)
+                print(f"{args.into_app} app: {manifest.name} and its model files copied to {dest}")
         return 0
     if args.command == "compress":
         from edgekd.compress.run import compress

@@ -65,6 +65,18 @@ class DemoHandler(SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+class DemoServer(ThreadingHTTPServer):
+    """A browser that drops a connection mid-file (reload, tab closed) is normal, not a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def check_web_app(web: Path) -> None:
     """The page needs its npm packages served beside it (no CDN): say how to install them when they are missing."""
     missing = [p for p in NPM_PACKAGES if not (web / "node_modules" / p / "package.json").is_file()]
@@ -98,17 +110,16 @@ def pick_manifest(run_path: Path, target: str, manifest: str | None) -> Path:
 
 
 def make_server(run_path: Path, target: str = "onnx", port: int = DEFAULT_PORT, manifest: str | None = None,
-                apps_dir: str | Path | None = None, quiet: bool = True) -> tuple[ThreadingHTTPServer, str]:
+                apps_dir: str | Path | None = None, quiet: bool = True) -> tuple[DemoServer, str]:
     """A server bound to 127.0.0.1 (port 0: a free one) and the page URL that opens the run's model."""
     web = app_dir("web", apps_dir)
     check_web_app(web)
     manifest_file = pick_manifest(Path(run_path), target, manifest)
     handler = functools.partial(DemoHandler, web=web, exports=manifest_file.parent, quiet=quiet)
     try:
-        server = ThreadingHTTPServer((HOST, port), handler)
+        server = DemoServer((HOST, port), handler)
     except OSError as exc:
         raise EdgekdError(f"cannot listen on {HOST}:{port} ({exc.strerror}); pass another --port (0 picks a free one)") from None
-    server.daemon_threads = True
     url = f"http://{HOST}:{server.server_address[1]}/?manifest={RUN_PREFIX}/{manifest_file.name}"
     return server, url
 
