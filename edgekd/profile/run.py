@@ -170,11 +170,15 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         "fid_data_floor": fid(real, train_real, feature_net),
         "rows": [asdict(r) for r in rows], "speedup": speedup, "per_step": per_step,
     }
+    from edgekd.profile.device_import import ROWS_KEY, carry_over, with_device_section
+
+    report = carry_over(run.report_dir, report)  # rows imported from device benchmarks survive a re-profile
     run.report_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.report_dir / "profile.json", report)
     markdown = render_markdown(report)
-    atomic_write_text(run.report_dir / "profile.md", f"# edgekd profile: {recipe.name}\n\n" + markdown +
-                      "\n![teacher and student on the same noise](samples.png)\n")
+    atomic_write_text(run.report_dir / "profile.md", with_device_section(
+        f"# edgekd profile: {recipe.name}\n\n" + markdown + "\n![teacher and student on the same noise](samples.png)\n",
+        report.get(ROWS_KEY, [])))
     grid_rows = {f"teacher DDIM-{s}": samples[s][:16] for s in steps_list}
     grid_rows[srow.name if student_steps > 1 else "student (1 step)"] = student_out[:16]
     labelled_rows(grid_rows, run.report_dir / "samples.png", crop=image_crop(recipe))
