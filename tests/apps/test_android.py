@@ -7,7 +7,6 @@ apps/android/tools/check.py does the work (also runnable by hand); scripts/setup
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -15,29 +14,21 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from android_build import MISSING, SKIP_REASON, android_check, build
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "apps" / "android"
 GOLDEN = ROOT / "apps" / "golden"
-_spec = importlib.util.spec_from_file_location("edgekd_android_check", APP / "tools" / "check.py")
-android_check = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(android_check)
-
-MISSING = android_check.missing_tools()
-pytestmark = pytest.mark.skipif(bool(MISSING), reason="Android check tools missing (bash scripts/setup.sh installs "
-                                                      "them): " + "; ".join(MISSING))
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)
 CORE = APP / "app/src/main/java/dev/edgekd/demo/core"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    work = tmp_path_factory.mktemp("android")
-    summary: dict = {}
+def built() -> tuple[Path, dict]:
     try:
-        android_check.check(APP, work, summary)
+        return build()
     except android_check.CheckFailed as exc:
         pytest.fail(f"Android check failed at {exc.step}:\n{exc.output[-3000:]}")
-    return work, summary
 
 
 def _copy_app(tmp_path: Path) -> Path:
