@@ -81,7 +81,7 @@ final class DemoModel: ObservableObject {
         do {
             let input = try noise(m)
             graphs = nil
-            let result = try await Task.detached(priority: .userInitiated) { () -> BenchmarkResult in
+            let (result, loaded) = try await Task.detached(priority: .userInitiated) { () -> (BenchmarkResult, CoreMLGraphs) in
                 let start = DispatchTime.now().uptimeNanoseconds
                 let loaded = try await CoreMLGraphs(manifest: m, directory: directory)
                 let loadNs = DispatchTime.now().uptimeNanoseconds - start
@@ -90,10 +90,12 @@ final class DemoModel: ObservableObject {
                     warmup: warmup, runs: runs, load: {},
                     generate: { _ = try Sampler.sample(m.sampling, noise: input, runner: loaded) },
                     memoryMb: DeviceInfo.footprintMb)
-                return BenchmarkResult(firstRunMs: timed.firstRunMs + Double(loadNs) / 1e6,
-                                       samplesMs: timed.samplesMs, peakMemoryMb: timed.peakMemoryMb)
+                let result = BenchmarkResult(firstRunMs: timed.firstRunMs + Double(loadNs) / 1e6,
+                                             samplesMs: timed.samplesMs, peakMemoryMb: timed.peakMemoryMb)
+                return (result, loaded)
             }.value
-            graphs = try await CoreMLGraphs(manifest: m, directory: directory)
+            graphs = loaded
+            // CoreML picks its own threads: "threads" 0 means the runtime decides
             let report = BenchmarkReport.build(
                 device: ["name": DeviceInfo.machine, "platform": "ios", "os": DeviceInfo.os],
                 runtime: ["name": "coreml", "version": DeviceInfo.os, "backend": "all", "threads": 0],
