@@ -107,7 +107,8 @@ def test_kotlin_and_swift_constants_agree_with_edgekd() -> None:
 
     k, s = kotlin_contract(), swift_contract()
     shared = ["MANIFEST_VERSION", "ASSET_DIR", "MANIFEST_FILE", "NOISE_INPUT", "IMAGE_OUTPUT", "SAMPLE_INPUT",
-              "TIMESTEP_INPUT", "EPSILON_OUTPUT", "LAYOUT", "NOISE_GENERATOR", "PREDICTION", "IMAGE_DTYPES"]
+              "TIMESTEP_INPUT", "EPSILON_OUTPUT", "LAYOUT", "NOISE_GENERATOR", "PREDICTION", "IMAGE_DTYPES",
+              "MANIFEST_SUFFIX"]
     assert {n: k[n] for n in shared} == {n: s[n] for n in shared}
     assert k["MANIFEST_VERSION"] == 3 and k["NOISE_GENERATOR"] == NAME and k["SIGNATURE_KEY"] == "serving_default"
     assert k["TIMESTEP_DTYPES"] >= s["TIMESTEP_DTYPES"]

@@ -17,18 +17,33 @@ final class DemoModel: ObservableObject {
     private var manifest: Manifest?
     private var graphs: CoreMLGraphs?
 
+    private var manifestFile = Contract.manifestFile
+
     /// Where `edgekd export RUN --target coreml --into-app ios` put the files: the edgekd folder in the bundle,
-    /// or the bundle's root when Xcode flattened the resources.
+    /// or the bundle's root when Xcode flattened the resources (a synchronized folder copies files to the root).
     private var assetDirectory: URL {
         let folder = Bundle.main.bundleURL.appendingPathComponent(Contract.assetDir)
-        return FileManager.default.fileExists(atPath: folder.appendingPathComponent(Contract.manifestFile).path)
-            ? folder : Bundle.main.bundleURL
+        return FileManager.default.fileExists(atPath: folder.path) ? folder : Bundle.main.bundleURL
+    }
+
+    /// The one manifest --into-app put there (its name carries the precision, e.g. student_int8.manifest.json).
+    private func findManifest(in directory: URL) throws -> String {
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            .filter { $0.hasSuffix(Contract.manifestSuffix) }
+        guard names.count == 1 else {
+            throw ManifestError("expected one *\(Contract.manifestSuffix) in the app's \(Contract.assetDir) resources, found \(names.count)")
+        }
+        return names[0]
     }
 
     func load() async {
         do {
-            let data = try Data(contentsOf: assetDirectory.appendingPathComponent(Contract.manifestFile))
+            manifestFile = try findManifest(in: assetDirectory)
+            let data = try Data(contentsOf: assetDirectory.appendingPathComponent(manifestFile))
             let m = try Manifest.parse(data)
+            guard m.target == Contract.target else {
+                throw ManifestError("this app runs \(Contract.target) models, the manifest is \(m.target): export with --target \(Contract.target)")
+            }
             manifest = m
             graphs = try await CoreMLGraphs(manifest: m, directory: assetDirectory)
             ready = true
@@ -45,9 +60,10 @@ final class DemoModel: ObservableObject {
         }
     }
 
-    private func noise(_ m: Manifest) throws -> [Float] {
+    private var seed: Int64 { Int64(seedText.trimmingCharacters(in: .whitespaces)) ?? 0 }
+
+    private func noise(_ m: Manifest, seed: Int64) throws -> [Float] {
         let shape = try m.imageShape()
-        let seed = Int64(seedText.trimmingCharacters(in: .whitespaces)) ?? 0
         return PortableNoise.batch(seed: seed, batch: shape[0], perImage: shape[1] * shape[2] * shape[3])
     }
 
@@ -56,7 +72,7 @@ final class DemoModel: ObservableObject {
         busy = true
         defer { busy = false }
         do {
-            let input = try noise(m)
+            let input = try noise(m, seed: seed)
             let (x, ms) = try await Task.detached(priority: .userInitiated) { () -> ([Float], Double) in
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let x = try Sampler.sample(m.sampling, noise: input, runner: runner)
@@ -79,7 +95,9 @@ final class DemoModel: ObservableObject {
         let warmup = Self.warmup
         let directory = assetDirectory
         do {
-            let input = try noise(m)
+            // run i uses the noise of seed s + i, made here so that it is not timed
+            let base = seed
+            let noises = try (0..<max(warmup, runs)).map { try noise(m, seed: base + Int64($0)) }
             graphs = nil
             let (result, loaded) = try await Task.detached(priority: .userInitiated) { () -> (BenchmarkResult, CoreMLGraphs) in
                 let start = DispatchTime.now().uptimeNanoseconds
@@ -88,7 +106,7 @@ final class DemoModel: ObservableObject {
                 // the load is async (CoreML may compile), so it is timed here and added to the first run
                 let timed = try BenchmarkLoop.run(
                     warmup: warmup, runs: runs, load: {},
-                    generate: { _ = try Sampler.sample(m.sampling, noise: input, runner: loaded) },
+                    generate: { i in _ = try Sampler.sample(m.sampling, noise: noises[i], runner: loaded) },
                     memoryMb: DeviceInfo.footprintMb)
                 let result = BenchmarkResult(firstRunMs: timed.firstRunMs + Double(loadNs) / 1e6,
                                              samplesMs: timed.samplesMs, peakMemoryMb: timed.peakMemoryMb)
@@ -99,7 +117,7 @@ final class DemoModel: ObservableObject {
             let report = BenchmarkReport.build(
                 device: ["name": DeviceInfo.machine, "platform": "ios", "os": DeviceInfo.os],
                 runtime: ["name": "coreml", "version": DeviceInfo.os, "backend": "all", "threads": 0],
-                manifest: m, manifestFile: "\(Contract.assetDir)/\(Contract.manifestFile)", warmup: warmup,
+                manifest: m, manifestFile: manifestFile, warmup: warmup,
                 result: result)
             let url = try write(BenchmarkReport.json(report))
             status = String(format: "median %.2f ms, p90 %.2f ms, first run %.1f ms (incl. load), peak %.0f MB\n",

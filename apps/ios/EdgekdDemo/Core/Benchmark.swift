@@ -1,17 +1,22 @@
 import Foundation
 
-/// Latency statistics as numpy computes them (median; p90 by linear interpolation between order statistics).
+/// Latency statistics as docs/device-benchmark.md defines them for every app: the median (mean of the two middle
+/// values for an even count) and the nearest-rank p90, sorted(samples)[ceil(0.9 n) - 1].
 enum Stats {
+    static func median(_ samples: [Double]) -> Double {
+        precondition(!samples.isEmpty, "no samples")
+        let s = samples.sorted()
+        let mid = s.count / 2
+        return s.count % 2 == 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
+    }
+
+    /// Nearest rank: the smallest sample with at least `q` percent of the samples at or below it.
     static func percentile(_ samples: [Double], _ q: Double) -> Double {
         precondition(!samples.isEmpty, "no samples")
         let s = samples.sorted()
-        let pos = Double(s.count - 1) * q / 100
-        let lo = Int(pos.rounded(.down))
-        let hi = Int(pos.rounded(.up))
-        return s[lo] + (s[hi] - s[lo]) * (pos - Double(lo))
+        let rank = min(max(Int((q / 100 * Double(s.count)).rounded(.up)), 1), s.count)
+        return s[rank - 1]
     }
-
-    static func median(_ samples: [Double]) -> Double { percentile(samples, 50) }
 }
 
 struct BenchmarkResult {
@@ -20,10 +25,11 @@ struct BenchmarkResult {
     let peakMemoryMb: Double?
 }
 
-/// The benchmark protocol, the same in every app: time a fresh load plus the first generation, then `warmup`
-/// untimed runs, then `runs` timed ones; memory is sampled between runs, outside the timings.
+/// The benchmark protocol, the same in every app (docs/device-benchmark.md): time a fresh load plus the first
+/// generation, then `warmup` untimed runs, then `runs` timed ones; `generate` gets the run's index i (the app feeds
+/// the noise of seed s + i, made beforehand so that it is not timed). Memory is sampled between runs.
 enum BenchmarkLoop {
-    static func run(warmup: Int, runs: Int, load: () throws -> Void, generate: () throws -> Void,
+    static func run(warmup: Int, runs: Int, load: () throws -> Void, generate: (Int) throws -> Void,
                     memoryMb: () -> Double?,
                     clockNs: () -> UInt64 = { DispatchTime.now().uptimeNanoseconds }) throws -> BenchmarkResult {
         precondition(runs >= 1 && warmup >= 0, "runs must be >= 1 and warmup >= 0")
@@ -33,14 +39,14 @@ enum BenchmarkLoop {
         }
         let start = clockNs()
         try load()
-        try generate()
+        try generate(0)
         let firstRunMs = Double(clockNs() - start) / 1e6
         sample()
-        for _ in 0..<warmup { try generate() }
+        for i in 0..<warmup { try generate(i) }
         var samples: [Double] = []
-        for _ in 0..<runs {
+        for i in 0..<runs {
             let t0 = clockNs()
-            try generate()
+            try generate(i)
             samples.append(Double(clockNs() - t0) / 1e6)
             sample()
         }

@@ -7,6 +7,10 @@ enum Contract {
     static let manifestVersion = 3
     static let assetDir = "edgekd"
     static let manifestFile = "student.manifest.json"
+    /// `edgekd export --into-app ios` leaves exactly one manifest in assetDir (student_int8.manifest.json...)
+    static let manifestSuffix = ".manifest.json"
+    /// the runtime this app embeds: CoreML runs .mlpackage models only
+    static let target = "coreml"
 
     /// one-step graph: noise -> image
     static let noiseInput = "noise"

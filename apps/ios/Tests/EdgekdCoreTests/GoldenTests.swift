@@ -91,11 +91,14 @@ final class GoldenTests: XCTestCase {
         let result = BenchmarkResult(firstRunMs: 120, samplesMs: [2, 4, 3], peakMemoryMb: nil)
         let report = BenchmarkReport.build(device: ["name": "iPhone16,1", "platform": "ios", "os": "iOS 18"],
                                            runtime: ["name": "coreml", "version": "iOS 18", "backend": "all", "threads": 0],
-                                           manifest: m, manifestFile: "edgekd/student.manifest.json", warmup: 3,
+                                           manifest: m, manifestFile: "student.manifest.json", warmup: 3,
                                            result: result)
         XCTAssertEqual(Set(report.keys), ["schema", "version", "device", "runtime", "model", "warmup", "runs",
                                           "first_run_ms", "latency_ms", "peak_memory_mb", "created"])
         XCTAssertTrue(report["peak_memory_mb"] is NSNull)
+        let latency = try XCTUnwrap(report["latency_ms"] as? [String: Any])
+        XCTAssertEqual(latency["median"] as? Double, 3)
+        XCTAssertEqual(latency["p90"] as? Double, 4)  // nearest rank
         XCTAssertNoThrow(try BenchmarkReport.json(report))
     }
 }

@@ -6,6 +6,7 @@ import java.io.InputStream;
 
 public final class AssetManager implements AutoCloseable {
     private AssetManager() { throw new RuntimeException("Stub!"); }
+    public String[] list(String path) throws IOException { throw new RuntimeException("Stub!"); }
     public InputStream open(String fileName) throws IOException { throw new RuntimeException("Stub!"); }
     public AssetFileDescriptor openFd(String fileName) throws IOException { throw new RuntimeException("Stub!"); }
     public void close() { throw new RuntimeException("Stub!"); }

@@ -14,6 +14,7 @@ import dev.edgekd.demo.core.BenchmarkReport
 import dev.edgekd.demo.core.Contract
 import dev.edgekd.demo.core.DeviceInfo
 import dev.edgekd.demo.core.Manifest
+import dev.edgekd.demo.core.ManifestException
 import dev.edgekd.demo.core.Pixels
 import dev.edgekd.demo.core.PortableNoise
 import dev.edgekd.demo.core.RuntimeInfo
@@ -40,6 +41,7 @@ class MainActivity : Activity() {
 
     private val worker: ExecutorService = Executors.newSingleThreadExecutor()
     private var manifest: Manifest? = null
+    private var manifestFile = Contract.MANIFEST_FILE
     private var graphs: LiteRtGraphs? = null
     private val threads = minOf(4, Runtime.getRuntime().availableProcessors())
 
@@ -57,7 +59,12 @@ class MainActivity : Activity() {
         setBusy(true)
         worker.execute {
             val message = try {
-                val m = Manifest.parse(assets.open("${Contract.ASSET_DIR}/${Contract.MANIFEST_FILE}").bufferedReader().use { it.readText() })
+                manifestFile = findManifest()
+                val m = Manifest.parse(assets.open("${Contract.ASSET_DIR}/$manifestFile").bufferedReader().use { it.readText() })
+                if (m.target != Contract.TARGET) {
+                    throw ManifestException("this app runs ${Contract.TARGET} models (LiteRT), the manifest is ${m.target}: " +
+                        "export with --target ${Contract.TARGET}")
+                }
                 manifest = m
                 graphs = LiteRtGraphs(assets, m, threads)
                 "${m.name}: ${describe(m)}, ${m.target} ${m.precision}. Press Generate."
@@ -77,6 +84,15 @@ class MainActivity : Activity() {
         super.onDestroy()
     }
 
+    /** The one manifest `edgekd export --into-app android` put in assets/edgekd (its name carries the precision). */
+    private fun findManifest(): String {
+        val found = (assets.list(Contract.ASSET_DIR) ?: emptyArray()).filter { it.endsWith(Contract.MANIFEST_SUFFIX) }
+        if (found.size != 1) {
+            throw ManifestException("expected one *${Contract.MANIFEST_SUFFIX} in assets/${Contract.ASSET_DIR}, found ${found.size}")
+        }
+        return found[0]
+    }
+
     private fun describe(m: Manifest): String = when (val s = m.sampling) {
         is Sampling.OneStep -> "one step"
         is Sampling.Ddim -> "DDIM ${s.steps} steps over ${s.graphPerStep.toSet().size} graph(s)"
@@ -87,15 +103,16 @@ class MainActivity : Activity() {
         benchmarkButton.isEnabled = !busy
     }
 
-    private fun noise(m: Manifest): FloatArray {
+    private fun seed(): Long = seedInput.text.toString().trim().toLongOrNull() ?: 0L
+
+    private fun noise(m: Manifest, seed: Long): FloatArray {
         val shape = m.imageShape
-        val seed = seedInput.text.toString().trim().toLongOrNull() ?: 0L
         return PortableNoise.batch(seed, shape[0], shape[1] * shape[2] * shape[3])
     }
 
     private fun generate() {
         val m = manifest ?: return
-        val noise = noise(m)
+        val noise = noise(m, seed())
         setBusy(true)
         worker.execute {
             val message = try {
@@ -128,23 +145,26 @@ class MainActivity : Activity() {
     private fun benchmark() {
         val m = manifest ?: return
         val runs = runsInput.text.toString().trim().toIntOrNull()?.coerceIn(1, 1000) ?: 20
-        val noise = noise(m)
+        val seed = seed()
         setBusy(true)
         statusText.text = getString(R.string.benchmarking, runs)
         worker.execute {
             val message = try {
+                // run i uses the noise of seed s + i, made here so that it is not timed
+                val noises = List(maxOf(WARMUP, runs)) { noise(m, seed + it) }
                 graphs?.close()
                 graphs = null
                 val result = BenchmarkLoop.run(
                     warmup = WARMUP, runs = runs,
                     load = { graphs = LiteRtGraphs(assets, m, threads) },
-                    generate = { Sampler.sample(m.sampling, noise, graphs!!) },
+                    generate = { i -> Sampler.sample(m.sampling, noises[i], graphs!!) },
                     memoryMb = ::pssMb,
                 )
                 val report = BenchmarkReport.build(
                     DeviceInfo("${Build.MANUFACTURER} ${Build.MODEL}", "android", "Android ${Build.VERSION.RELEASE} (API ${Build.VERSION.SDK_INT})"),
-                    RuntimeInfo("litert", TensorFlowLite.runtimeVersion(), "cpu", threads),
-                    m, "${Contract.ASSET_DIR}/${Contract.MANIFEST_FILE}", m.models.map { it.sha256 ?: "" },
+                    // LiteRT's Interpreter runs float models through its default XNNPACK CPU delegate
+                    RuntimeInfo("litert", TensorFlowLite.runtimeVersion(), "xnnpack", threads),
+                    m, manifestFile, m.models.map { it.sha256 ?: "" },
                     WARMUP, result.firstRunMs, result.samplesMs, result.peakMemoryMb, Instant.now().toString(),
                 )
                 val file = writeAtomically(report.toString(2))

@@ -3,18 +3,25 @@ package dev.edgekd.demo.core
 import org.json.JSONArray
 import org.json.JSONObject
 
-/** Latency statistics as numpy computes them (median; p90 by linear interpolation between order statistics). */
+/**
+ * Latency statistics as docs/device-benchmark.md defines them for every app: the median (mean of the two middle
+ * values for an even count) and the nearest-rank p90, sorted(samples)[ceil(0.9 n) - 1].
+ */
 object Stats {
+    fun median(samples: DoubleArray): Double {
+        require(samples.isNotEmpty()) { "no samples" }
+        val s = samples.sortedArray()
+        val mid = s.size / 2
+        return if (s.size % 2 == 1) s[mid] else (s[mid - 1] + s[mid]) / 2.0
+    }
+
+    /** Nearest rank: the smallest sample with at least [q] percent of the samples at or below it. */
     fun percentile(samples: DoubleArray, q: Double): Double {
         require(samples.isNotEmpty()) { "no samples" }
         val s = samples.sortedArray()
-        val pos = (s.size - 1) * q / 100.0
-        val lo = kotlin.math.floor(pos).toInt()
-        val hi = kotlin.math.ceil(pos).toInt()
-        return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+        val rank = kotlin.math.ceil(q / 100.0 * s.size).toInt().coerceIn(1, s.size)
+        return s[rank - 1]
     }
-
-    fun median(samples: DoubleArray): Double = percentile(samples, 50.0)
 }
 
 class DeviceInfo(val name: String, val platform: String, val os: String)
@@ -56,12 +63,14 @@ object BenchmarkReport {
 class BenchmarkResult(val firstRunMs: Double, val samplesMs: DoubleArray, val peakMemoryMb: Double?)
 
 /**
- * The benchmark protocol, the same in every app: time a fresh load plus the first generation (what a user waits
- * for), then [warmup] untimed runs, then [runs] timed ones. Memory is sampled between runs, outside the timings.
+ * The benchmark protocol, the same in every app (docs/device-benchmark.md): time a fresh load plus the first
+ * generation (what a user waits for), then [warmup] untimed runs, then [runs] timed ones; [generate] gets the run's
+ * index i (the app feeds the noise of seed s + i, made beforehand so that it is not timed). Memory is sampled
+ * between runs, outside the timings.
  */
 object BenchmarkLoop {
     fun run(
-        warmup: Int, runs: Int, load: () -> Unit, generate: () -> Unit, memoryMb: () -> Double?,
+        warmup: Int, runs: Int, load: () -> Unit, generate: (Int) -> Unit, memoryMb: () -> Double?,
         clockNs: () -> Long = System::nanoTime,
     ): BenchmarkResult {
         require(runs >= 1 && warmup >= 0) { "runs must be >= 1 and warmup >= 0" }
@@ -72,14 +81,14 @@ object BenchmarkLoop {
         }
         val start = clockNs()
         load()
-        generate()
+        generate(0)
         val firstRunMs = (clockNs() - start) / 1e6
         sample()
-        repeat(warmup) { generate() }
+        repeat(warmup) { generate(it) }
         val samples = DoubleArray(runs)
         for (i in 0 until runs) {
             val t0 = clockNs()
-            generate()
+            generate(i)
             samples[i] = (clockNs() - t0) / 1e6
             sample()
         }

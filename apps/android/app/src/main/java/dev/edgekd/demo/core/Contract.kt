@@ -9,6 +9,10 @@ object Contract {
     const val MANIFEST_VERSION = 3
     const val ASSET_DIR = "edgekd"
     const val MANIFEST_FILE = "student.manifest.json"
+    /** `edgekd export --into-app android` leaves exactly one manifest in ASSET_DIR (student_int8.manifest.json...) */
+    const val MANIFEST_SUFFIX = ".manifest.json"
+    /** the runtime this app embeds: LiteRT runs .tflite models only */
+    const val TARGET = "tflite"
     const val SIGNATURE_KEY = "serving_default"
 
     /** one-step graph: noise -> image */

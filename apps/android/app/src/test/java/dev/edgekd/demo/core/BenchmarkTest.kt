@@ -14,6 +14,10 @@ class BenchmarkTest {
         assertEquals(stats.getDouble("median"), Stats.median(samples), 1e-12)
         assertEquals(stats.getDouble("p90"), Stats.percentile(samples, 90.0), 1e-12)
         assertEquals(7.0, Stats.median(doubleArrayOf(7.0)), 0.0)
+        assertEquals(3.0, Stats.median(doubleArrayOf(4.0, 2.0)), 0.0)
+        // nearest rank: of 10 sorted samples the 9th, of 11 the 10th
+        assertEquals(9.0, Stats.percentile(DoubleArray(10) { 10.0 - it }, 90.0), 0.0)
+        assertEquals(10.0, Stats.percentile(DoubleArray(11) { it + 1.0 }, 90.0), 0.0)
     }
 
     @Test
@@ -24,11 +28,11 @@ class BenchmarkTest {
         val result = BenchmarkLoop.run(
             warmup = 2, runs = 3,
             load = { events.add("load"); now += 5_000_000 },
-            generate = { events.add("gen"); now += 1_000_000 },
+            generate = { i -> events.add("gen$i"); now += 1_000_000 },
             memoryMb = { memory += 1.0; memory },
             clockNs = { now },
         )
-        assertEquals(listOf("load", "gen", "gen", "gen", "gen", "gen", "gen"), events)
+        assertEquals(listOf("load", "gen0", "gen0", "gen1", "gen0", "gen1", "gen2"), events)
         assertEquals(6.0, result.firstRunMs, 1e-9)
         assertEquals(listOf(1.0, 1.0, 1.0), result.samplesMs.toList())
         assertEquals(14.0, result.peakMemoryMb!!, 1e-9)
@@ -39,7 +43,7 @@ class BenchmarkTest {
         val m = Manifest.parse(golden.getJSONObject("ddim").getJSONObject("manifest").toString())
         val json = BenchmarkReport.build(
             DeviceInfo("Pixel 8", "android", "Android 15 (API 35)"), RuntimeInfo("litert", "2.1.0", "cpu", 4), m,
-            "edgekd/student.manifest.json", m.models.map { it.sha256 ?: "" }, 3, 120.5, doubleArrayOf(2.0, 4.0, 3.0), null,
+            "student.manifest.json", m.models.map { it.sha256 ?: "" }, 3, 120.5, doubleArrayOf(2.0, 4.0, 3.0), null,
             "2026-11-29T01:00:00Z",
         )
         assertEquals(setOf("schema", "version", "device", "runtime", "model", "warmup", "runs", "first_run_ms", "latency_ms",
@@ -53,7 +57,7 @@ class BenchmarkTest {
         assertEquals(3, json.getInt("runs"))
         val latency = json.getJSONObject("latency_ms")
         assertEquals(3.0, latency.getDouble("median"), 0.0)
-        assertEquals(3.8, latency.getDouble("p90"), 1e-12)
+        assertEquals(4.0, latency.getDouble("p90"), 0.0)
         assertEquals(3, latency.getJSONArray("samples").length())
         assertTrue(json.isNull("peak_memory_mb"))
     }
