@@ -82,7 +82,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run.path.mkdir()
     run.save_recipe(recipe)
     save_student(build_unet_student(recipe.student, unet, 999).eval(), run.student_dir)
-    out = {}
+    out = {"run": run.path}
     for target in ("tflite", "coreml"):
         for teacher, label in ((False, "one_step"), (True, "ddim")):
             model = export_run(run.path, target=target, teacher=teacher)
@@ -159,17 +159,24 @@ def test_coreml_specs_match_the_manifests_and_the_swift_contract(exported: dict[
                 assert dt in (s["TIMESTEP_DTYPES"] if name == s["TIMESTEP_INPUT"] else s["IMAGE_DTYPES"]), (label, name, dt)
 
 
-def test_the_android_parser_accepts_every_exported_manifest(exported: dict[str, Path]) -> None:
+def _jvm(main: str, *args: str) -> str:
+    """Run a main of the Android app's compiled core/test classes (tests/apps/android_build.py)."""
     if MISSING:
         pytest.skip(SKIP_REASON)
     work, _ = build()
     stdlib = android_check.find_kotlinc().resolve().parent.parent / "lib" / "kotlin-stdlib.jar"
     cp = ":".join([str(work / "core-classes"), str(stdlib), str(android_check.JARS["json"])])
-    paths = [exported[label] for label in sorted(exported)]
-    proc = subprocess.run(["java", "-XX:+UseSerialGC", "-cp", cp, "dev.edgekd.demo.core.ManifestCheckKt", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(["java", "-XX:+UseSerialGC", "-cp", cp, main, *args], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
-    for path, line in zip(paths, proc.stdout.splitlines()):
+    return proc.stdout
+
+
+def test_the_android_parser_accepts_every_exported_manifest(exported: dict[str, Path]) -> None:
+    paths = [exported[label] for label in sorted(exported) if label != "run"]
+    stdout = _jvm("dev.edgekd.demo.core.ManifestCheckKt", *map(str, paths))
+    assert len(stdout.splitlines()) == len(paths) == 4
+    for path, line in zip(paths, stdout.splitlines()):
         parsed, m = json.loads(line), _manifest(path)
         assert "error" not in parsed, parsed
         assert parsed["kind"] == m["sampling"]["kind"]
@@ -203,3 +210,17 @@ def test_every_manifest_key_the_swift_decoder_needs_is_exported(exported: dict[s
         assert required <= keys(m), (label, required - keys(m))
         if m["sampling"]["kind"] == "ddim":
             assert {"timesteps", "graph_per_step", "alphas_cumprod", "alphas_cumprod_prev"} <= set(m["sampling"])
+
+
+def test_the_android_benchmark_json_imports_into_the_profile(exported: dict[str, Path], tmp_path: Path) -> None:
+    """The app's benchmark JSON (its protocol and report code, stand-in graph) passes `edgekd profile --import`."""
+    device_import = pytest.importorskip("edgekd.profile.device_import",
+                                        reason="edgekd profile --import (edgekd/profile/device_import.py) not present")
+    for label in ("tflite/one_step", "tflite/ddim"):
+        out = tmp_path / f"{label.replace('/', '-')}.json"
+        _jvm("dev.edgekd.demo.core.BenchmarkSampleKt", str(exported[label]), str(out))
+        row = device_import.import_benchmark(exported["run"], out)
+        m = _manifest(exported[label])
+        assert row["device"]["platform"] == "android" and row["runtime"]["name"] == "litert"
+        assert row["model"]["sha256"] == [g["sha256"] for g in m["models"]] and row["runs"] == 5
+        assert row["model"]["manifest"] == exported[label].name
