@@ -114,6 +114,20 @@ def test_kotlin_and_swift_constants_agree_with_edgekd() -> None:
     assert k["TIMESTEP_DTYPES"] >= s["TIMESTEP_DTYPES"]
 
 
+def test_app_code_takes_every_io_name_from_its_contract() -> None:
+    """The names live in Contract.kt / Contract.swift only: no other app source spells them as string literals
+    (the manifest parsers are left out: "image" and "noise" are also the names of manifest sections there)."""
+    k = kotlin_contract()
+    names = {k[n] for n in ("NOISE_INPUT", "IMAGE_OUTPUT", "SAMPLE_INPUT", "TIMESTEP_INPUT", "EPSILON_OUTPUT",
+                            "SIGNATURE_KEY")}
+    sources = [p for p in (ROOT / "apps/android/app/src/main").rglob("*.kt") if p.stem not in ("Contract", "Manifest")]
+    sources += [p for p in (ROOT / "apps/ios/EdgekdDemo").rglob("*.swift") if p.stem not in ("Contract", "Manifest")]
+    assert len(sources) >= 12
+    for path in sources:
+        literals = set(re.findall(r'"([^"\\]*)"', path.read_text()))
+        assert not literals & names, (path, literals & names)
+
+
 def test_tflite_signatures_match_the_manifests_and_the_kotlin_contract(exported: dict[str, Path]) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
