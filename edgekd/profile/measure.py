@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgekd.profile.generators import Generator
+from edgekd.runtime.generator import Generator
 
 
 def latency_ms(gen: Generator, noise: torch.Tensor, repeats: int, warmup: int = 1) -> float:

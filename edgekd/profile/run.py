@@ -19,11 +19,13 @@ from edgekd import __version__
 from edgekd.data import load_dataset
 from edgekd.export import image_crop
 from edgekd.grid import labelled_rows
+from edgekd.manifest import read_manifest
 from edgekd.noise import make_noise
-from edgekd.profile.generators import OnnxStudent, OnnxTeacher, TorchStudent, TorchTeacher, generate_batched
+from edgekd.profile.generators import OnnxTeacher, TorchTeacher
 from edgekd.profile.measure import count_macs, count_params, file_bytes, latency_ms
 from edgekd.distill import store_root
 from edgekd.rundir import RunDir
+from edgekd.runtime import generate_batched, open_generator, torch_generator
 from edgekd.teachers.diffusers_teacher import load_teacher
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
 from edgekd.train.checkpoint import atomic_write_json, atomic_write_text
@@ -63,7 +65,7 @@ def render_markdown(report: dict) -> str:
     for name, ratios in report["speedup"].items():
         lines.append(f"| {name} | " + " | ".join(f"{ratios[r]:.0f}x" if r in ratios else "-" for r in runtimes) + " |")
     if report.get("per_step"):
-        from edgekd.profile.o2mkd import render_per_step
+        from edgekd.profile.per_step import render_per_step
 
         lines += render_per_step(report["per_step"], runtimes)
     lines.append("")
@@ -91,18 +93,22 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     teacher = load_teacher(recipe.teacher.path)
     shape = teacher.sample_shape
     student = run.student()
-    from edgekd.profile.o2mkd import is_router, profile_router, router_manifest_path
+    # the student as it describes itself: one step, or a DDIM loop over its graphs (several: a per-step table)
+    sampling, graphs = student.sampling(), student.graphs()
+    student_steps = sampling.steps()
+    if student_steps > 1:
+        steps_list = sorted(set(steps_list) | {student_steps})  # the teacher at the student's own step count
+        name = f"{recipe.method.name} {len(graphs)} students DDIM-{student_steps}"
+    else:
+        name = "student"
 
-    router = is_router(student)  # O2MKD: N students routed by timestep inside a DDIM loop (profile/o2mkd.py)
-    if router:
-        steps_list = sorted(set(steps_list) | {student.steps})  # the teacher at the students' own step count
-
-    student_onnx = router_manifest_path(run) if router else run.exports / "onnx" / "student.onnx"
+    student_manifest = run.exports / "onnx" / "student.manifest.json"
     teacher_onnx = run.exports / "onnx" / "teacher_step.onnx"
-    if not student_onnx.is_file():
+    if not student_manifest.is_file():
         export_run(run.path)
     if not teacher_onnx.is_file():
         export_run(run.path, teacher=True)
+    manifest = read_manifest(student_manifest)
 
     one = make_noise(cfg.fid_seed, 0, 1, shape)
     runtimes = ["torch", *[f"onnxruntime {t}t" for t in thread_list]]
@@ -119,14 +125,15 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
             gen = OnnxTeacher(teacher_onnx, teacher.scheduler_config, steps, t, recipe.teacher.timestep_spacing)
             row.latency_ms[f"onnxruntime {t}t"] = latency_ms(gen, one, reps)
         rows.append(row)
+    srow = Row(name, student_steps, count_params(student), count_macs(student, one), manifest.total_bytes)
+    srow.latency_ms["torch"] = latency_ms(torch_generator(student), one, reps)
+    for t in thread_list:
+        srow.latency_ms[f"onnxruntime {t}t"] = latency_ms(open_generator(student_manifest, t), one, reps)
     per_step = None
-    if router:
-        srow, per_step = profile_router(student, teacher, teacher_onnx, student_onnx, one, reps, thread_list)
-    else:
-        srow = Row("student", 1, count_params(student), count_macs(student, one), file_bytes(student_onnx))
-        srow.latency_ms["torch"] = latency_ms(TorchStudent(student), one, reps)
-        for t in thread_list:
-            srow.latency_ms[f"onnxruntime {t}t"] = latency_ms(OnnxStudent(student_onnx, t), one, reps)
+    if len(graphs) > 1:
+        from edgekd.profile.per_step import profile_steps
+
+        per_step = profile_steps(student, teacher, teacher_onnx, student_manifest, one, reps, thread_list, name)
     torch.set_num_threads(n_threads)
 
     # ---- quality: teacher samples come from (and go into) the trajectory store, so re-profiling is cheap
@@ -139,12 +146,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         samples[steps] = torch.from_numpy(store.read(0, n_fid)["x0"][:]).clamp(-1, 1)
     noise = make_noise(cfg.fid_seed, 0, n_fid, shape)
     # quality is judged on what users see: outputs clipped to [-1, 1] as the manifest's to_pixels does
-    if router:
-        from edgekd.export.multi import router_generator
-
-        student_gen = router_generator(student_onnx)
-    else:
-        student_gen = OnnxStudent(student_onnx)
+    student_gen = open_generator(student_manifest)
     student_out = generate_batched(student_gen, noise, cfg.batch_size, progress="student (onnxruntime)").clamp(-1, 1)
     feature_net = FeatureNet(load_classifier(cfg.feature_net))
     real = load_dataset(recipe.data.model_copy(update={"split": "test", "limit": None}))
@@ -154,7 +156,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         row.fid = fid(real, samples[steps], feature_net)
         row.psnr_vs_teacher = None if steps == t_steps_max else psnr(reference, samples[steps])
     srow.fid = fid(real, student_out, feature_net)
-    srow.psnr_vs_teacher = psnr(samples[student.steps] if router else reference, student_out)
+    srow.psnr_vs_teacher = psnr(samples[student_steps] if student_steps > 1 else reference, student_out)
     rows.append(srow)
 
     speedup = {r.name: {rt: r.latency_ms[rt] / srow.latency_ms[rt] for rt in runtimes} for r in rows[:-1]}
@@ -174,7 +176,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     atomic_write_text(run.report_dir / "profile.md", f"# edgekd profile: {recipe.name}\n\n" + markdown +
                       "\n![teacher and student on the same noise](samples.png)\n")
     grid_rows = {f"teacher DDIM-{s}": samples[s][:16] for s in steps_list}
-    grid_rows[srow.name if router else "student (1 step)"] = student_out[:16]
+    grid_rows[srow.name if student_steps > 1 else "student (1 step)"] = student_out[:16]
     labelled_rows(grid_rows, run.report_dir / "samples.png", crop=image_crop(recipe))
     print(markdown)
     print(f"report: {run.report_dir / 'profile.md'}")
