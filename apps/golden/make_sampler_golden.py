@@ -5,8 +5,9 @@ must land on these numbers, so "same seed, same pixels" is checked without a mod
 - noise: edgekd.portable_noise (mulberry32-boxmuller-v1), image i of seed s uses seed s + i;
 - one step: the graph is ``image = 1.2 * tanh(noise)`` (so some values leave [-1, 1] and get clipped);
 - DDIM: diffusers' DDIMScheduler (trailing spacing, the default DDPM betas, clip_sample) steps with
-  ``eps = (0.5 + 0.25 * g) * tanh(x) + 1e-4 * t`` where g is the graph's index in ``models``; the manifest's
-  alphas come from edgekd.export.multi.ddim_alphas, as the exporter writes them;
+  ``eps = (0.5 + 0.25 * g) * tanh(x) + 1e-4 * t`` where g is the graph's index in ``models``; the sampling
+  lists (timesteps, graph per step, both alphas, clipping) come from edgekd.models.spec.DDIMLoop.lists(), the code
+  the exporter writes them with;
 - pixels: round-half-even((clip(x, -1, 1) + 1) * 127.5) in float32 (torch), then the crop;
 - stats: numpy median and the nearest-rank 90th percentile (numpy method="inverted_cdf"), as
   docs/device-benchmark.md defines them.
@@ -94,22 +95,22 @@ def ddim_case() -> dict[str, Any]:
     import torch
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from edgekd.export.multi import ddim_alphas
+    from edgekd.models.spec import DDIMLoop
     from edgekd.portable_noise import portable_noise
 
     config = dict(DDPMScheduler().config)
+    loop = DDIMLoop(scheduler_config=config, num_steps=STEPS, spacing="trailing",
+                    graph_names=("student_0", "student_1"), boundaries=(500,))
+    lists = loop.lists()
     sched = DDIMScheduler.from_config(config, timestep_spacing="trailing")
     sched.set_timesteps(STEPS)
-    timesteps = [int(t) for t in sched.timesteps]
-    alphas = [ddim_alphas(sched, t, STEPS) for t in timesteps]
-    graphs = ["student_0" if t >= 500 else "student_1" for t in timesteps]
+    timesteps, graphs = lists["timesteps"], lists["graph_per_step"]
+    assert timesteps == [int(t) for t in sched.timesteps]
     shape, crop = [1, 1, 32, 32], [2, 2, 28, 28]
     models = [_graph(g, [_tensor("sample", shape), _tensor("timestep", [1], "int32")], _tensor("epsilon", shape))
               for g in ("student_0", "student_1")]
     sampling = {
-        "kind": "ddim", "prediction": "epsilon", "steps": STEPS, "timesteps": timesteps, "graph_per_step": graphs,
-        "alphas_cumprod": [a for a, _ in alphas], "alphas_cumprod_prev": [p for _, p in alphas],
-        "clip_sample": bool(sched.config.clip_sample), "clip_sample_range": float(sched.config.clip_sample_range),
+        "kind": "ddim", "prediction": "epsilon", "steps": STEPS, **lists,
         "update": "x0 = (x - sqrt(1-a) eps) / sqrt(a); clip x0 if clip_sample; x = sqrt(a') x0 + sqrt(1-a') eps; "
                   "image = last x",
     }

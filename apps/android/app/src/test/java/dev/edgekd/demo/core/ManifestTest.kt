@@ -39,7 +39,7 @@ class ManifestTest {
         val s = m.sampling as Sampling.Ddim
         assertEquals(6, s.steps)
         assertArrayEquals(intArrayOf(999, 832, 666, 499, 332, 166), s.timesteps)
-        assertEquals(listOf("student_0", "student_0", "student_0", "student_1", "student_1", "student_1"), s.graphPerStep)
+        assertEquals(listOf("student_1", "student_1", "student_1", "student_0", "student_0", "student_0"), s.graphPerStep)
         assertTrue(s.clipSample)
         assertEquals("int32", m.graph("student_1").input(Contract.TIMESTEP_INPUT).dtype)
         assertArrayEquals(intArrayOf(2, 2, 28, 28), m.image.crop)

@@ -53,6 +53,6 @@ class SamplerTest {
         val m = Manifest.parse(golden.getJSONObject("ddim").getJSONObject("manifest").toString())
         val calls = ArrayList<String>()
         Sampler.sample(m.sampling, FloatArray(1024), GraphRunner { graph, input, t -> calls.add("$graph@$t"); FloatArray(input.size) })
-        assertEquals(listOf("student_0@999", "student_0@832", "student_0@666", "student_1@499", "student_1@332", "student_1@166"), calls)
+        assertEquals(listOf("student_1@999", "student_1@832", "student_1@666", "student_0@499", "student_0@332", "student_0@166"), calls)
     }
 }
