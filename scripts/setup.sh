@@ -18,6 +18,25 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# --- sample apps (apps/android, apps/ios): tools of their CI checks ------------------------------------------------
+# tests/apps/test_android.py builds apps/android without the Android SDK or Gradle: aapt2 (Debian `aapt`) links its
+# resources against Debian's framework-res.apk, javac/kotlinc compile it against API stubs, JUnit4 + Android's
+# org.json run its JVM tests. kotlinc comes from npm `kotlin-compiler` (pinned in apps/android/tools/package-lock.json,
+# installed in apps/android/tools/node_modules; it runs offline). tree-sitter-swift (iOS check) is in the test extra.
+APPS_APT="aapt android-framework-res junit4 libandroid-json-java"
+command -v javac >/dev/null || APPS_APT="$APPS_APT default-jdk-headless"
+command -v npm >/dev/null || APPS_APT="$APPS_APT npm"
+APPS_MISSING=$(for p in $APPS_APT; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
+if [ -n "$APPS_MISSING" ]; then
+  echo "setup: installing Debian packages for the app checks: $APPS_MISSING"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $APPS_MISSING >/dev/null
+fi
+if [ ! -x apps/android/tools/node_modules/kotlin-compiler/bin/kotlinc ]; then
+  echo "setup: installing kotlinc (npm kotlin-compiler) in apps/android/tools"
+  (cd apps/android/tools && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+# --- end sample apps ----------------------------------------------------------------------------------------------
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

@@ -1,0 +1,5 @@
+// Top-level build file: plugin versions only; the app module is app/build.gradle.kts.
+plugins {
+    id("com.android.application") version "8.7.3" apply false
+    id("org.jetbrains.kotlin.android") version "2.1.0" apply false
+}
