@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-samples", type=int, default=None)
     p.add_argument("--teacher-steps", type=int, nargs="+", default=None)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="thread counts to time (default: recipe profile.threads; capped by the machine's cores)")
+    p.add_argument("--inception", default=None, metavar="PATH",
+                   help="FID/KID with a local Inception: a TorchScript file (NVlabs inception-2015-12-05.pt) or an "
+                        "ONNX feature extractor (default: edgekd's Fashion-MNIST classifier)")
+
+    p = sub.add_parser("report", help="render RUN/report/index.html and report.md (plots, grids, exports, devices)")
+    p.add_argument("run")
+    p.add_argument("--profile", action="store_true", help="profile the run first (also done when it has no profile)")
+    p.add_argument("--fid-samples", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--inception", default=None, metavar="PATH", help="as for `edgekd profile`")
 
     p = sub.add_parser("compress", help="prune (+ recover by distillation) and/or quantize a run into a derived run")
     p.add_argument("run")
@@ -144,8 +156,13 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "profile":
         from edgekd.profile.run import profile_run
 
-        profile_run(Path(args.run), fid_samples=args.fid_samples, teacher_steps=args.teacher_steps, repeats=args.repeats)
+        profile_run(Path(args.run), fid_samples=args.fid_samples, teacher_steps=args.teacher_steps, repeats=args.repeats,
+                    threads=args.threads, inception=args.inception)
         return 0
+    if args.command == "report":
+        from edgekd.report.cli import report_command
+
+        return report_command(Path(args.run), args.profile, args.fid_samples, args.repeats, args.inception)
     raise AssertionError(args.command)
 
 
