@@ -45,7 +45,11 @@ class TorchScriptFeatures(nn.Module):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        self.model = torch.jit.load(str(path), map_location="cpu").eval()
+        import warnings
+
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; the published FID networks are TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.model = torch.jit.load(str(path), map_location="cpu").eval()
         probe = self._call(torch.zeros(2, 1, 32, 32))
         self.num_features = int(probe.shape[-1])
 

@@ -142,7 +142,9 @@ def _costs(spec: dict[str, Any], one: torch.Tensor, cache: dict[str, Any]) -> tu
         student = RunDir.open(Path(run)).student()
         cache[key] = (count_params(student), count_macs(student, one), file_bytes(Path(run) / "student"),
                       student.steps if is_router(student) else None)
-    params, macs, size, _ = cache[key]
+    params, macs, size, steps = cache[key]
+    spec.setdefault("steps", None)
+    spec["steps"] = spec["steps"] or steps  # a routed (O2MKD) student runs its own DDIM-N loop
     return params, macs, spec["manifest"]["bytes"] if spec.get("manifest") else size
 
 
@@ -203,7 +205,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     bar = tqdm(specs, desc="latency + memory", unit="gen", dynamic_ncols=True, leave=False)
     for spec in bar:
         bar.set_postfix_str(spec["label"][-40:])
-        params, macs, size = _costs(spec, one, cache)
+        params, macs, size = _costs(spec, one, cache)  # (also fills a routed student's step count)
         row = {"name": spec["label"], "group": spec["group"], "reference": bool(spec.get("reference")),
                "run": spec["run_label"], "runtime": spec["runtime"], "precision": spec["precision"],
                "steps": spec.get("steps"), "params": params, "macs_per_image": macs, "model_bytes": size,

@@ -46,15 +46,17 @@ def latency_vs_fid(profile: dict[str, Any], path: Path) -> Path | None:
     top = _top(profile)
     fig, ax = plt.subplots(figsize=(8, 5))
     seen: set[str] = set()
-    for r in rows:
+    offsets = [(6, 4), (6, -10), (-6, 8), (-6, -12)]  # alternate label placement so neighbours do not overprint
+    for i, r in enumerate(rows):
         teacher = r["group"] == "teacher"
         label = "teacher" if teacher else r["runtime"]
         ax.scatter(r["latency_ms"][top], r["fid"], s=180 if teacher else 60, marker="*" if teacher else "o",
                    color=TEACHER_COLOR if teacher else RUNTIME_COLORS.get(r["runtime"], "#777777"),
                    edgecolors="black", linewidths=0.5, zorder=3, label=None if label in seen else label)
         seen.add(label)
-        ax.annotate(r["name"], (r["latency_ms"][top], r["fid"]), textcoords="offset points", xytext=(6, 4),
-                    fontsize=7)
+        dx, dy = offsets[i % len(offsets)]
+        ax.annotate(r["name"], (r["latency_ms"][top], r["fid"]), textcoords="offset points", xytext=(dx, dy),
+                    fontsize=7, ha="left" if dx > 0 else "right")
     ax.set_xscale("log")
     ax.set_xlabel(f"latency per image, ms (median, batch 1, {top.removesuffix('t')} threads, log scale)")
     q = profile["quality"]
