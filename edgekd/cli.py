@@ -58,12 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.onnx path: dynamo (default, modern) or torchscript (faster, legacy)")
     p.add_argument("--compute-units", default="ALL", help="coreml: ALL (default), CPU_AND_NE, CPU_AND_GPU, CPU_ONLY")
     p.add_argument("--deployment-target", default="iOS17", help="coreml minimum deployment target (default iOS17)")
+    p.add_argument("--into-app", choices=["web", "android", "ios"], default=None,
+                   help="also copy the model + manifest where that sample app reads it (apps/<app>/...)")
+    p.add_argument("--apps-dir", default=None, help="the apps/ folder for --into-app (default: beside edgekd)")
 
-    p = sub.add_parser("profile", help="student against teacher: latency, size, MACs, FID, PSNR")
+    p = sub.add_parser("profile", help="every generator of a run on the same noise: latency, memory, size, MACs, FID, KID, PSNR")
     p.add_argument("run")
     p.add_argument("--fid-samples", type=int, default=None)
     p.add_argument("--teacher-steps", type=int, nargs="+", default=None)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--import", dest="import_file", default=None, metavar="FILE.json",
+                   help="merge a device benchmark from a sample app (docs/device-benchmark.md) instead of profiling")
     p.add_argument("--threads", type=int, nargs="+", default=None,
                    help="thread counts to time (default: recipe profile.threads; capped by the machine's cores)")
     p.add_argument("--inception", default=None, metavar="PATH",
@@ -76,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-samples", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--inception", default=None, metavar="PATH", help="as for `edgekd profile`")
+
+    p = sub.add_parser("demo", help="serve the web app with a run's exported model on 127.0.0.1 (Ctrl-C stops)")
+    p.add_argument("run")
+    p.add_argument("--target", choices=["onnx", "tflite"], default="onnx")
+    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: a free one)")
+    p.add_argument("--manifest", default=None, help="manifest file name in exports/TARGET (default student.manifest.json)")
+    p.add_argument("--apps-dir", default=None, help="the apps/ folder holding web/ (default: beside edgekd)")
 
     p = sub.add_parser("compress", help="prune (+ recover by distillation) and/or quantize a run into a derived run")
     p.add_argument("run")
@@ -140,10 +152,18 @@ def run(args: argparse.Namespace) -> int:
         options = dict(teacher=args.teacher, batch=args.batch, psnr_min=args.psnr_min, exporter=args.exporter,
                        precision=args.precision, compute_units=args.compute_units,
                        deployment_target=args.deployment_target)
+        if args.into_app and args.target == "all":
+            raise EdgekdError("--into-app copies one export: pass one --target (onnx, tflite or coreml)")
         if args.target == "all":
             export_all(Path(args.run), **options)
         else:
-            export_run(Path(args.run), target=args.target, **options)
+            path = export_run(Path(args.run), target=args.target, **options)
+            if args.into_app:
+                from edgekd.apps.into_app import copy_into_app
+                from edgekd.export.manifest import manifest_path
+
+                manifest = path if path.name.endswith(".manifest.json") else manifest_path(path)
+                print(f"{args.into_app} app: {copy_into_app(manifest, args.into_app, args.apps_dir)}")
         return 0
     if args.command == "compress":
         from edgekd.compress.run import compress
@@ -152,6 +172,16 @@ def run(args: argparse.Namespace) -> int:
         compress(Path(args.run), flags, quantize=args.quantize, overrides=args.overrides, teacher=args.teacher,
                  out=Path(args.out) if args.out else None, fid_samples=args.fid_samples, resume=args.resume,
                  exporter=args.exporter)
+        return 0
+    if args.command == "demo":
+        from edgekd.apps.demo import serve
+
+        return serve(Path(args.run), args.target, args.port, args.manifest, args.apps_dir)
+    if args.command == "profile" and args.import_file:
+        from edgekd.profile.device_import import import_benchmark
+
+        row = import_benchmark(Path(args.run), Path(args.import_file))
+        print(f"imported {row['label']}: median {row['latency_ms']['median']:.2f} ms into {Path(args.run) / 'report'}")
         return 0
     if args.command == "profile":
         from edgekd.profile.run import profile_run

@@ -264,7 +264,6 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     torch.set_num_threads(max(thread_list))
 
     report_dir = run.report_dir
-    previous = _read_previous(report_dir / "profile.json")
     report = {
         "format": PROFILE_FORMAT, "format_version": PROFILE_VERSION,
         "edgekd_version": __version__, "run": str(run.path), "recipe": recipe.name, "teacher": recipe.teacher.path,
@@ -278,22 +277,19 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
                     "psnr_reference": f"the torch teacher with the most steps (DDIM-{ref_steps})"
                                       + (f"; the router student: DDIM-{student.steps}" if router else "")},
         "rows": rows, "per_step": per_step, "per_step_runtimes": per_step_runtimes,
-        "device_rows": previous.get("device_rows", []), "grid": "samples.png",
+        "device_rows": [], "grid": "samples.png",
     }
+    from edgekd.profile.device_import import ROWS_KEY, carry_over, with_device_section
+
+    report = carry_over(report_dir, report)  # rows imported from device benchmarks survive a re-profile
     report_dir.mkdir(parents=True, exist_ok=True)
     labelled_rows(grid, report_dir / "samples.png", crop=image_crop(recipe))
     atomic_write_json(report_dir / "profile.json", report)
     markdown = render_markdown(report)
-    atomic_write_text(report_dir / "profile.md", f"# edgekd profile: {recipe.name}\n\n" + markdown +
-                      "\n![every generator on the same noise](samples.png)\n")
+    atomic_write_text(report_dir / "profile.md", with_device_section(
+        f"# edgekd profile: {recipe.name}\n\n" + markdown + "\n![every generator on the same noise](samples.png)\n",
+        report.get(ROWS_KEY, [])))
     print(markdown)
     print(f"report: {report_dir / 'profile.md'} (render the HTML report with `edgekd report {run.path}`)")
     return report
 
-
-def _read_previous(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
