@@ -214,3 +214,57 @@ def test_report_refuses_a_profile_of_another_format(tmp_path: Path, profiled_run
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "re-run `edgekd profile" in err
+
+
+def _benchmark(manifest: Path, **changes: object) -> dict:
+    """A valid edgekd.device-benchmark v1 document (docs/device-benchmark.md) for the export ``manifest`` describes
+    (manifest version 2 `model` or version 3 `models`)."""
+    m = json.loads(manifest.read_text())
+    models = m.get("models") or [m["model"]]
+    doc = {
+        "schema": "edgekd.device-benchmark", "version": 1,
+        "device": {"name": "Pixel 8", "platform": "android", "os": "Android 15"},
+        "runtime": {"name": "onnxruntime-mobile", "version": "1.20.0", "backend": "cpu", "threads": 4},
+        "model": {"manifest": manifest.name, "name": m["name"], "target": m.get("target") or models[0]["target"],
+                  "precision": m.get("precision", "fp32"), "sha256": [g["sha256"] for g in models]},
+        "warmup": 3, "runs": 5, "first_run_ms": 120.5,
+        "latency_ms": {"median": 5.0, "p90": 6.0, "samples": [4.0, 5.0, 6.0, 5.5, 4.5]},
+        "peak_memory_mb": 41.2, "created": "2026-11-29T01:30:00Z",
+    }
+    doc.update(changes)
+    return doc
+
+
+@needs_fmnist
+def test_device_rows_render_beside_the_host_row_and_a_bad_file_merges_nothing(
+        profiled_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    run = tmp_path / "run"
+    shutil.copytree(profiled_run, run)
+    manifest = run / "exports" / "onnx" / "student.manifest.json"
+    good = tmp_path / "bench.json"
+    good.write_text(json.dumps(_benchmark(manifest)))
+    assert main(["profile", str(run), "--import", str(good)]) == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**_benchmark(manifest), "runs": 7}))  # 5 samples but runs 7: inconsistent
+    before = (run / "report" / "profile.json").read_bytes()
+    capsys.readouterr()
+    assert main(["profile", str(run), "--import", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("edgekd: error: benchmark file") and "runs" in err
+    assert (run / "report" / "profile.json").read_bytes() == before  # nothing merged
+
+    assert main(["report", str(run)]) == 0
+    page = (run / "report" / "index.html").read_text()
+    assert "Pixel 8 · onnxruntime-mobile 1.20.0 (cpu, 4t)" in page and "this host · onnxruntime" in page
+    match = re.search(r'data-testid="device-latency" alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
+    assert match, "device plot missing"
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(match.group(1)))).convert("L"), dtype=np.float64)
+    assert pixels.var() > 10
+    md = (run / "report" / "report.md").read_text()
+    assert "| Pixel 8 · onnxruntime-mobile 1.20.0 (cpu, 4t) | " in md and "plots/device_latency.png" in md

@@ -145,17 +145,12 @@ def device_latency(profile: dict[str, Any], path: Path) -> Path | None:
 
 
 def host_row_for(profile: dict[str, Any], device_row: dict[str, Any]) -> dict[str, Any] | None:
-    """The host row that ran the same export file (manifest path, else target + precision of the student)."""
+    """This host's row of the export a device ran: same target and manifest file name, in the run itself."""
     model = device_row.get("model") or {}
-    manifest = str(model.get("manifest", ""))
+    name = Path(str(model.get("manifest", ""))).name
     for r in _measured(profile):
         m = r.get("manifest") or {}
-        if m and manifest and (manifest == m.get("path") or m.get("path", "").endswith(manifest)
-                               or manifest.endswith(Path(m.get("path", "")).name)) and r["run"] == ".":
-            return r
-    for r in _measured(profile):
-        m = r.get("manifest") or {}
-        if m.get("target") == model.get("target") and r["precision"] == model.get("precision") and r["group"] == "student":
+        if m and r["run"] == "." and m.get("target") == model.get("target") and Path(m.get("path", "")).name == name:
             return r
     return None
 
