@@ -37,6 +37,7 @@ def profiled_run(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_dir: Pat
     return run
 
 
+@pytest.mark.slow  # (with the module's other profiled_run tests) one tiny run distilled, exported, profiled
 @needs_fmnist
 def test_profile_covers_every_generator_with_complete_figures(profiled_run: Path) -> None:
     from edgekd.profile.measure import machine_threads

@@ -13,7 +13,6 @@ profile.md and report/samples.png (every generator on the same noise); ``edgekd 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
