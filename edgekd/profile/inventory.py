@@ -106,6 +106,19 @@ def skip_reason(spec: dict[str, Any]) -> str | None:
     return None
 
 
+def preimport(spec: dict[str, Any]) -> None:
+    """Import what opening ``spec`` needs (edgekd's generator classes, the runtime's Python package)."""
+    import importlib
+
+    import edgekd.export.manifest  # noqa: F401  (edgekd.export's package import is heavy: seconds)
+    import edgekd.profile.generators  # noqa: F401  (pulls in diffusers for the DDIM loop)
+
+    module = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter",
+              "torch": "edgekd.students"}.get(spec.get("runtime", ""))
+    if module:
+        importlib.import_module(module)
+
+
 def open_spec(spec: dict[str, Any], threads: int | None = None) -> Any:
     """A Generator (``generate(noise) -> images``) for a spec, at ``threads`` intra-op threads."""
     from edgekd.profile import generators as g

@@ -163,8 +163,9 @@ def measure_generator(spec: dict[str, Any], noise: torch.Tensor, threads: list[i
 
     Runs in the calling process: use ``measure_in_subprocess`` to get its own memory high-water mark.
     """
-    from edgekd.profile.inventory import open_spec
+    from edgekd.profile.inventory import open_spec, preimport
 
+    preimport(spec)  # libraries are imported before the baseline: "load" is the model, not Python modules
     baseline = rss_bytes()
     torch.set_num_threads(max(threads))
     t0 = time.perf_counter()
