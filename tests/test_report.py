@@ -269,3 +269,41 @@ def test_device_rows_render_beside_the_host_row_and_a_bad_file_merges_nothing(
     assert pixels.var() > 10
     md = (run / "report" / "report.md").read_text()
     assert "| Pixel 8 · onnxruntime-mobile 1.20.0 (cpu, 4t) | " in md and "plots/device_latency.png" in md
+
+
+def test_inventory_lists_every_generator_of_a_run_and_its_compressed_runs(tmp_path: Path, tiny_teacher_dir: Path) -> None:
+    """Teacher rows per step count first, then the student in torch and every export (each target and precision),
+    then each derived run under compressed/; CoreML is listed with the reason it cannot run off macOS."""
+    import platform
+
+    import yaml
+
+    from apps_testing import fake_export
+    from edgekd.profile.inventory import all_specs
+
+    def make_run(path: Path, exports: list[tuple[str, str, str]]) -> None:
+        path.mkdir(parents=True)
+        (path / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe(tiny_teacher_dir, path)))
+        (path / "student").mkdir()
+        (path / "student" / "config.json").write_text("{}")
+        for target, stem, role in exports:
+            folder = tmp_path / "scratch" / f"{path.name}-{target}-{stem}"
+            manifest = json.loads(fake_export(folder, target).read_text())
+            manifest.update(role=role, precision="int8" if stem.endswith("_int8") else "fp32")
+            (path / "exports" / target).mkdir(parents=True, exist_ok=True)
+            (path / "exports" / target / f"{stem}.manifest.json").write_text(json.dumps(manifest))
+
+    run = tmp_path / "run"
+    make_run(run, [("onnx", "student", "student"), ("onnx", "student_int8", "student"),
+                   ("tflite", "student", "student"), ("coreml", "student", "student"),
+                   ("onnx", "teacher_step", "teacher_step")])
+    make_run(run / "compressed" / "pruned-50", [("onnx", "student", "student")])
+    specs = all_specs(run, [3, 10])
+    assert [s["label"] for s in specs] == [
+        "teacher DDIM-3 torch", "teacher DDIM-10 torch", "teacher DDIM-3 onnxruntime", "teacher DDIM-10 onnxruntime",
+        "student torch", "student coreml", "student onnxruntime", "student onnxruntime int8", "student litert",
+        "pruned-50: student torch", "pruned-50: student onnxruntime"]
+    assert [s["reference"] for s in specs if s["group"] == "teacher"] == [True, True, False, False]
+    coreml = next(s for s in specs if s["runtime"] == "coreml")
+    assert (coreml["skip"] is None) == (platform.system() == "Darwin")
+    assert all(s["skip"] is None for s in specs if s["runtime"] != "coreml")
