@@ -48,6 +48,7 @@ def test_profile_covers_every_generator_with_complete_figures(profiled_run: Path
     assert profile["threads"] == [t for t in (1, 2, 4) if t <= machine_threads()]  # 64 dropped: capped by the cores
     for row in profile["rows"]:
         assert set(row["latency_ms"]) == {f"{t}t" for t in profile["threads"]}
+        assert all(5 <= n <= 5 for n in row["repeats"].values())  # latency_repeats 5: the floor and the cap
         for key, median in row["latency_ms"].items():
             assert 0 < median <= row["latency_p90_ms"][key]
         assert row["first_run_ms"] > row["load_ms"] > 0
@@ -136,6 +137,13 @@ def test_latency_is_the_median_of_repeats_after_warm_up(monkeypatch: pytest.Monk
 
     assert measure.latency_ms(Gen(), torch.zeros(2, 1, 4, 4), repeats=3) == pytest.approx(50.0)
     assert measure.thread_counts([1, 2, 4, 10_000]) == [t for t in (1, 2, 4) if t <= measure.machine_threads()]
+
+    # a slow generator (warm-up 1 s) within a 4 s budget: 5 repeats (the floor), not the 15 asked for
+    durations = iter([1000.0] + [900.0, 1100.0, 1000.0, 950.0, 1050.0] + [1.0] * 10)
+    slow = measure.time_calls(call, repeats=15, warmup=1, budget_s=4.0)
+    assert slow.repeats == 5 and slow.median_ms == pytest.approx(1000.0)
+    durations = iter([10.0] + [10.0] * 15)  # a fast one keeps every repeat
+    assert measure.time_calls(call, repeats=15, warmup=1, budget_s=4.0).repeats == 15
 
 
 def test_kid_and_fid_from_shared_features() -> None:

@@ -12,6 +12,7 @@ the model is loaded) is reported too, so ``peak - baseline`` is what the model a
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 DEFAULT_THREADS = (1, 2, 4)
+REPEAT_BUDGET_S = 4.0  # per generator and thread count: a 50-step teacher gets 5 repeats, a student all of them
 
 
 @dataclass
@@ -49,12 +51,22 @@ def percentile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1, per: int = 1) -> LatencyStats:
-    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; statistics per ``per`` images."""
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1, per: int = 1, budget_s: float | None = None,
+               min_repeats: int = 5) -> LatencyStats:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; statistics per ``per`` images.
+
+    With ``budget_s``, a slow generator (a 50-step teacher) gets fewer repeats: as many as fit the budget by the
+    warm-up call's time, never fewer than ``min_repeats`` nor more than ``repeats``, so a profile stays short.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    warm_s = 0.0
     for _ in range(warmup):
+        t0 = time.perf_counter()
         fn()
+        warm_s = time.perf_counter() - t0
+    if budget_s is not None and warmup and warm_s > 0:
+        repeats = min(repeats, max(min_repeats, math.ceil(budget_s / warm_s)))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -63,9 +75,10 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1, per: int = 
     return LatencyStats(statistics.median(times), percentile(times, 90), repeats, warmup, times)
 
 
-def latency_stats(gen: Any, noise: torch.Tensor, repeats: int, warmup: int = 1) -> LatencyStats:
+def latency_stats(gen: Any, noise: torch.Tensor, repeats: int, warmup: int = 1,
+                  budget_s: float | None = None) -> LatencyStats:
     """Latency of ``gen.generate(noise)`` per image (one image by default)."""
-    return time_calls(lambda: gen.generate(noise), repeats, warmup, per=len(noise))
+    return time_calls(lambda: gen.generate(noise), repeats, warmup, per=len(noise), budget_s=budget_s)
 
 
 def latency_ms(gen: Any, noise: torch.Tensor, repeats: int, warmup: int = 1) -> float:
@@ -148,7 +161,7 @@ class Measurement:
     first_run_ms: float
     latency_ms: dict[str, float]
     latency_p90_ms: dict[str, float]
-    repeats: int
+    repeats: dict[str, int]
     warmup: int
     baseline_rss_bytes: int | None
     peak_rss_bytes: int
@@ -157,9 +170,10 @@ class Measurement:
 
 
 def measure_generator(spec: dict[str, Any], noise: torch.Tensor, threads: list[int], repeats: int,
-                      warmup: int = 1) -> Measurement:
+                      warmup: int = 1, budget_s: float | None = REPEAT_BUDGET_S) -> Measurement:
     """Load the generator described by ``spec`` (see ``profile/inventory.open_spec``), time its load and first
-    run at the largest thread count, then medians/p90 of ``repeats`` after ``warmup`` at each thread count.
+    run at the largest thread count, then medians/p90 of up to ``repeats`` calls after ``warmup`` at each thread
+    count (fewer, but at least 5, when the calls would take more than ``budget_s``).
 
     Runs in the calling process: use ``measure_in_subprocess`` to get its own memory high-water mark.
     """
@@ -175,13 +189,14 @@ def measure_generator(spec: dict[str, Any], noise: torch.Tensor, threads: list[i
     first_ms = (time.perf_counter() - t0) * 1000.0  # load + the first call: what a user waits for the first image
     med: dict[str, float] = {}
     p90: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for t in threads:
         torch.set_num_threads(t)
         g = gen if t == max(threads) else open_spec(spec, threads=t)
-        stats = latency_stats(g, noise, repeats, warmup)
-        med[f"{t}t"], p90[f"{t}t"] = stats.median_ms, stats.p90_ms
+        stats = latency_stats(g, noise, repeats, warmup, budget_s)
+        med[f"{t}t"], p90[f"{t}t"], counts[f"{t}t"] = stats.median_ms, stats.p90_ms, stats.repeats
     arena, note = getattr(gen, "arena_bytes", None), getattr(gen, "arena_note", None)
-    return Measurement(load_ms, first_ms, med, p90, repeats, warmup, baseline, peak_rss_bytes(), arena, note)
+    return Measurement(load_ms, first_ms, med, p90, counts, warmup, baseline, peak_rss_bytes(), arena, note)
 
 
 def measure_in_subprocess(spec: dict[str, Any], seed: int, shape: tuple[int, ...], threads: list[int],

@@ -27,8 +27,8 @@ from edgekd.export import image_crop
 from edgekd.grid import labelled_rows
 from edgekd.noise import make_noise
 from edgekd.profile.generators import generate_batched
-from edgekd.profile.measure import count_macs, count_params, file_bytes, machine_threads, measure_in_subprocess, \
-    thread_counts
+from edgekd.profile.measure import REPEAT_BUDGET_S, count_macs, count_params, file_bytes, machine_threads, \
+    measure_in_subprocess, thread_counts
 from edgekd.rundir import RunDir
 from edgekd.teachers.diffusers_teacher import load_teacher
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
@@ -107,7 +107,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                  f"train images against the same test images: {_fmt(q.get('fid_data_floor'), 2)} (the floor). KID: "
                  f"torchmetrics, {q['kid_subsets']} subsets of {q['kid_subset_size']}. PSNR: against "
                  f"{q['psnr_reference']} on the same noise.")
-    lines.append(f"Latency: per image at batch 1, median (and p90) of {report['repeats']} calls after "
+    lines.append(f"Latency: per image at batch 1, median (and p90) of up to {report['repeats']} calls (at least 5; "
+                 f"fewer for slow generators, ~{report['repeat_budget_s']:.0f} s per thread count) after "
                  f"{report['warmup']} warm-up call(s), per thread count; first run = model load + first call in a "
                  f"fresh process; peak RSS = that process's high-water mark (VmHWM). {report['machine']}.")
     return "\n".join(lines) + "\n"
@@ -215,7 +216,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
                                "path": str(Path(spec["path"]).relative_to(run.path))}
         if not row["skipped"]:
             m = measure_in_subprocess({k: v for k, v in spec.items()}, cfg.fid_seed, shape, thread_list, reps, warmup)
-            row.update(load_ms=m.load_ms, first_run_ms=m.first_run_ms, latency_ms=m.latency_ms,
+            row.update(load_ms=m.load_ms, first_run_ms=m.first_run_ms, latency_ms=m.latency_ms, repeats=m.repeats,
                        latency_p90_ms=m.latency_p90_ms, baseline_rss_bytes=m.baseline_rss_bytes,
                        peak_rss_bytes=m.peak_rss_bytes, arena_bytes=m.arena_bytes,
                        arena_note=m.arena_note or "not reported by this runtime's Python API")
@@ -269,7 +270,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {machine_threads()} cores usable, "
                    f"{platform.system()}, Python {platform.python_version()}, torch {torch.__version__}",
-        "threads": thread_list, "repeats": reps, "warmup": warmup,
+        "threads": thread_list, "repeats": reps, "warmup": warmup, "repeat_budget_s": REPEAT_BUDGET_S,
         "quality": {"samples": n_fid, "seed": cfg.fid_seed, "real": len(real), **describe(features),
                     "fid_data_floor": quality.fid_from_features(real_f, quality.features(train_real, features.net)),
                     "kid_subsets": 50, "kid_subset_size": kid_size,

@@ -111,7 +111,7 @@ def latency_per_thread(profile: dict[str, Any], path: Path) -> Path | None:
     ax.set_yticks([j + width * (len(threads) - 1) / 2 for j in range(len(rows))], [r["name"] for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel(f"ms per image (median of {profile['repeats']} after warm-up; whisker: p90), log scale")
+    ax.set_xlabel("ms per image (median of the repeats after warm-up; whisker: p90), log scale")
     ax.set_title("Latency per thread count")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=8)

@@ -128,7 +128,8 @@ def device_table(profile: dict[str, Any]) -> tuple[list[str], list[tuple[str, li
         if host is not None:
             rows.append(("teacher" if host["group"] == "teacher" else "",
                          [f"this host · {host['runtime']} ({top})", host["name"], host["precision"],
-                          f"{profile['repeats']} ({profile['warmup']})", _num(host.get("first_run_ms"), 0),
+                          f"{(host.get('repeats') or {}).get(top, profile['repeats'])} ({profile['warmup']})",
+                          _num(host.get("first_run_ms"), 0),
                           _num(host["latency_ms"].get(top)), _num(host["latency_p90_ms"].get(top)),
                           _num(host.get("peak_rss_bytes"), 1, 1e-6)]))
     return head, rows
@@ -150,8 +151,9 @@ def notes(profile: dict[str, Any]) -> list[str]:
         f"test images. Feature network: {q['feature_net']}. FID of {q['samples']} real train images against the "
         f"same test images: {_num(q.get('fid_data_floor'))} (the floor at this sample count). KID: torchmetrics, "
         f"{q['kid_subsets']} subsets of {q['kid_subset_size']}. PSNR: against {q['psnr_reference']}.",
-        f"Latency: per image at batch 1; median and p90 of {profile['repeats']} calls after {profile['warmup']} "
-        f"warm-up call(s) at {', '.join(map(str, profile['threads']))} thread(s). First run: model load + first call "
+        f"Latency: per image at batch 1; median and p90 of up to {profile['repeats']} calls (at least 5: fewer for "
+        f"slow generators, about {profile['repeat_budget_s']:.0f} s per thread count; the count per row is in "
+        f"profile.json) after {profile['warmup']} warm-up call(s) at {', '.join(map(str, profile['threads']))} thread(s). First run: model load + first call "
         f"in a fresh process. Memory: each generator runs alone in a fresh process; peak = its RSS high-water mark "
         f"(VmHWM), added = peak minus the process before loading the model. Runtime arenas: "
         f"{_arena_text(profile)}.",
