@@ -108,7 +108,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                  f"torchmetrics, {q['kid_subsets']} subsets of {q['kid_subset_size']}. PSNR: against "
                  f"{q['psnr_reference']} on the same noise.")
     lines.append(f"Latency: per image at batch 1, median (and p90) of up to {report['repeats']} calls (at least 5; "
-                 f"fewer for slow generators, ~{report['repeat_budget_s']:.0f} s per thread count) after "
+                 f"fewer for slow generators, ~{report.get('repeat_budget_s', 4.0):.0f} s per thread count) after "
                  f"{report['warmup']} warm-up call(s), per thread count; first run = model load + first call in a "
                  f"fresh process; peak RSS = that process's high-water mark (VmHWM). {report['machine']}.")
     return "\n".join(lines) + "\n"

@@ -152,7 +152,7 @@ def notes(profile: dict[str, Any]) -> list[str]:
         f"same test images: {_num(q.get('fid_data_floor'))} (the floor at this sample count). KID: torchmetrics, "
         f"{q['kid_subsets']} subsets of {q['kid_subset_size']}. PSNR: against {q['psnr_reference']}.",
         f"Latency: per image at batch 1; median and p90 of up to {profile['repeats']} calls (at least 5: fewer for "
-        f"slow generators, about {profile['repeat_budget_s']:.0f} s per thread count; the count per row is in "
+        f"slow generators, about {profile.get('repeat_budget_s', 4.0):.0f} s per thread count; the count per row is in "
         f"profile.json) after {profile['warmup']} warm-up call(s) at {', '.join(map(str, profile['threads']))} thread(s). First run: model load + first call "
         f"in a fresh process. Memory: each generator runs alone in a fresh process; peak = its RSS high-water mark "
         f"(VmHWM), added = peak minus the process before loading the model. Runtime arenas: "
