@@ -56,9 +56,11 @@ def sample_grid(run_path: Path, num: int, seed: int, teacher_steps: int | None, 
     steps = teacher_steps or recipe.teacher.steps
     noise = make_noise(seed, 0, num, teacher.sample_shape)
     student = run.student()
-    with torch.no_grad():
-        student_out = student(noise)
-    calls = getattr(student, "steps", 1)  # a routed (O2MKD) student runs its own DDIM loop
+    from edgekd.runtime import torch_generator
+
+    generator = torch_generator(student)  # the student sampled as it says: one step, or its own DDIM loop
+    student_out = generator.generate(noise)
+    calls = generator.calls_per_image
     label = f"student ({calls} step{'s' if calls > 1 else ''})"
     teacher_out = teacher.sample(noise, steps, recipe.teacher.timestep_spacing)[0]
     path = Path(out) if out else run.path / "samples" / f"teacher_vs_student_seed{seed}.png"

@@ -80,7 +80,7 @@ def test_tflite_export_passes_parity(tiny_run: Path, tflite_fp32: Path) -> None:
 
     assert tflite_fp32 == tiny_run / "exports" / "tflite" / "student.tflite" and tflite_fp32.is_file()
     m = read_manifest(tflite_fp32.with_name("student.manifest.json"))
-    assert m.model.target == "tflite" and m.precision == "fp32" and m.format_version == 2
+    assert m.target == "tflite" and m.precision == "fp32" and m.format_version == 3
     assert m.parity is not None and m.parity.passed and m.parity.psnr_db > 60 and m.parity.max_abs_error < 1e-3
     assert m.parity.runtime.startswith("ai-edge-litert")
     assert [(i.name, i.shape) for i in m.inputs] == [("noise", [1, 1, 32, 32])] and m.output.name == "image"
@@ -118,7 +118,7 @@ def test_failed_parity_keeps_nothing_and_leaves_the_old_export(tiny_run: Path, t
 def test_teacher_step_tflite(tiny_run: Path) -> None:
     path = export_run(tiny_run, target="tflite", teacher=True)
     m = read_manifest(path.with_name("teacher_step.manifest.json"))
-    assert m.role == "teacher_step" and m.sampling.kind == "ddim_loop"
+    assert m.role == "teacher_step" and m.sampling.kind == "ddim"
     assert [(i.name, i.shape, i.dtype) for i in m.inputs] == [("sample", [1, 1, 32, 32], "float32"),
                                                                ("timestep", [1], "int32")]
     assert m.parity is not None and m.parity.passed and m.parity.psnr_db > 60
@@ -131,7 +131,7 @@ def test_coreml_structure_and_fp16_weights(tiny_run: Path) -> None:
     path = export_run(tiny_run, target="coreml", precision="fp16")
     assert path.name == "student_fp16.mlpackage" and path.is_dir()
     m = read_manifest(path.with_name("student_fp16.manifest.json"))
-    assert m.model.target == "coreml" and m.precision == "fp16" and m.model.bytes > 0
+    assert m.target == "coreml" and m.precision == "fp16" and m.model.bytes > 0
     assert m.runtime_options["compute_units"] == "ALL" and m.runtime_options["minimum_deployment_target"] == "iOS17"
     if not IS_MAC:
         assert m.parity is None and "macOS" in (m.parity_skipped or "")
@@ -255,13 +255,24 @@ def test_manifest_reads_version_1_and_needs_a_reason_for_missing_parity(tflite_f
     import json
 
     raw = json.loads(tflite_fp32.with_name("student.manifest.json").read_text())
-    v1 = {k: v for k, v in raw.items() if k not in ("quantization", "parity_skipped", "checks", "runtime_options")}
-    v1["format_version"] = 1
+    g = raw["models"][0]
+    v1 = {"format_version": 1, "edgekd_version": "0.1.0", "role": "student", "name": "old",
+          "model": {"file": "student.onnx", "target": "onnx", "bytes": g["bytes"], "sha256": g["sha256"]},
+          "inputs": [{"name": "noise", "shape": ["batch", 1, 32, 32]}],
+          "output": {"name": "image", "shape": ["batch", 1, 32, 32], "crop": [2, 2, 28, 28]},
+          "sampling": {"kind": "one_step", "steps": 1, "timesteps": [0]}, "parity": g["parity"],
+          "created": raw["created"]}
     (tmp_path / "v1.json").write_text(json.dumps(v1))
-    assert read_manifest(tmp_path / "v1.json").format_version == 1
+    old = read_manifest(tmp_path / "v1.json")  # upgraded in memory to the version-3 shape
+    assert old.format_version == 1
+    assert old.models[0].file == "student.onnx" and old.sampling.kind == "one_step" and old.image.crop == (2, 2, 28, 28)
     (tmp_path / "v9.json").write_text(json.dumps({**raw, "format_version": 9}))
     with pytest.raises(EdgekdError, match="format_version 9"):
         read_manifest(tmp_path / "v9.json")
     (tmp_path / "noreason.json").write_text(json.dumps({**raw, "parity": None, "parity_skipped": None}))
     with pytest.raises(EdgekdError, match="parity_skipped"):
         read_manifest(tmp_path / "noreason.json")
+    bad = {**raw, "sampling": {"kind": "one_step", "graph": "nope"}}
+    (tmp_path / "badgraph.json").write_text(json.dumps(bad))
+    with pytest.raises(EdgekdError, match="nope"):
+        read_manifest(tmp_path / "badgraph.json")

@@ -308,45 +308,58 @@ def router_run(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_dir: Path)
     return run.path
 
 
-def test_onnx_export_of_every_student_with_a_router_manifest(router_run: Path):
+def test_onnx_export_of_every_student_with_a_v3_manifest(router_run: Path):
     from edgekd.export import export_run
-    from edgekd.export.multi import read_router_manifest, router_generator
+    from edgekd.export.multi import read_router_manifest
+    from edgekd.manifest import read_manifest
     from edgekd.noise import make_noise
     from edgekd.rundir import RunDir
+    from edgekd.runtime import open_generator
 
     path = export_run(router_run, "onnx", exporter="torchscript")
-    assert path.name == "router.manifest.json"
-    m = read_router_manifest(path)
-    assert [s.model.file for s in m.students] == ["student_0.onnx", "student_1.onnx", "student_2.onnx"]
-    assert [s.range for s in m.students] == [(0, 299), (300, 699), (700, 999)]
-    assert [(x.timestep, x.student) for x in m.schedule] == [(999, 2), (832, 2), (666, 1), (499, 1), (332, 1), (166, 0)]
+    assert path.name == "student.manifest.json"
+    m = read_manifest(path)
+    assert m.format_version == 3 and m.role == "student" and m.target == "onnx"
+    assert [(g.name, g.file) for g in m.models] == [("student_0", "student_0.onnx"), ("student_1", "student_1.onnx"),
+                                                    ("student_2", "student_2.onnx")]
+    s = m.sampling
+    assert s.kind == "ddim" and s.steps == 6 and s.timesteps == [999, 832, 666, 499, 332, 166]
+    assert s.graph_per_step == ["student_2", "student_2", "student_1", "student_1", "student_1", "student_0"]
     assert m.parity is not None and m.parity.passed and m.parity.psnr_db >= 35
-    assert all(s.parity is not None and s.parity.passed for s in m.students)
-    assert m.total_bytes == sum((path.parent / s.model.file).stat().st_size for s in m.students)
+    assert all(g.parity is not None and g.parity.passed for g in m.models)
+    assert m.total_bytes == sum((path.parent / g.file).stat().st_size for g in m.models)
     assert [i.name for i in m.inputs] == ["sample", "timestep"] and m.output.name == "epsilon"
-    assert m.sampling.timesteps == [999, 832, 666, 499, 332, 166] and len(m.sampling.alphas_cumprod) == 1000
+    assert m.noise.portable == "mulberry32-boxmuller-v1" and m.noise.shape == [1, 32, 32]
+    assert m.image.channels == 1 and m.image.crop == (2, 2, 28, 28)
+
+    # the router manifest (router format 1) is still written for one release, and reads as the same v3 model
+    router = read_router_manifest(path.with_name("router.manifest.json"))
+    assert [s.model.file for s in router.students] == ["student_0.onnx", "student_1.onnx", "student_2.onnx"]
+    assert [s.range for s in router.students] == [(0, 299), (300, 699), (700, 999)]
+    assert [(x.timestep, x.student) for x in router.schedule] == [(999, 2), (832, 2), (666, 1), (499, 1), (332, 1),
+                                                                   (166, 0)]
+    assert len(router.sampling.alphas_cumprod) == 1000
+    assert router.schedule[0].alpha_cumprod == pytest.approx(router.sampling.alphas_cumprod[999])
+    upgraded = read_manifest(path.with_name("router.manifest.json"))
+    assert upgraded.sampling.graph_per_step == s.graph_per_step and upgraded.sampling.timesteps == s.timesteps
 
     student = RunDir.open(router_run).student()
     noise = make_noise(11, 0, 3, (1, 32, 32))
     with torch.no_grad():
         ref = student(noise)
-    gen = router_generator(path, threads=1)
+    gen = open_generator(path, threads=1)
     assert gen.calls_per_image == 6
     assert torch.allclose(gen.generate(noise), ref, atol=1e-4)
 
-    # what an app does with the manifest alone: onnxruntime sessions, the schedule, alphas_cumprod, the update
-    sessions = [ort.InferenceSession(str(path.parent / s.model.file), providers=["CPUExecutionProvider"])
-                for s in m.students]
-    clip = m.sampling.scheduler["clip_sample"]
-    assert m.schedule[0].alpha_cumprod == pytest.approx(m.sampling.alphas_cumprod[999])
-    assert m.schedule[-1].alpha_cumprod_prev == pytest.approx(m.sampling.alphas_cumprod[0])  # 166 - 1000 // 6 = 0
+    # what an app does with the manifest alone: onnxruntime sessions, graph_per_step, both alphas lists, the update
+    sessions = {g.name: ort.InferenceSession(str(path.parent / g.file), providers=["CPUExecutionProvider"])
+                for g in m.models}
+    assert s.alphas_cumprod_prev[-1] == pytest.approx(router.sampling.alphas_cumprod[0])  # 166 - 1000 // 6 = 0
     x = noise.numpy().astype(np.float64)
-    for step in m.schedule:
-        eps = sessions[step.student].run(None, {"sample": x.astype(np.float32),
-                                                "timestep": np.full((3,), step.timestep, np.int64)})[0]
-        a, a_next = step.alpha_cumprod, step.alpha_cumprod_prev
+    for t, graph, a, a_next in zip(s.timesteps, s.graph_per_step, s.alphas_cumprod, s.alphas_cumprod_prev):
+        eps = sessions[graph].run(None, {"sample": x.astype(np.float32), "timestep": np.full((3,), t, np.int64)})[0]
         x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
-        x0 = np.clip(x0, -1, 1) if clip else x0
+        x0 = np.clip(x0, -s.clip_sample_range, s.clip_sample_range) if s.clip_sample else x0
         x = np.sqrt(a_next) * x0 + np.sqrt(1 - a_next) * eps
     assert np.abs(x - ref.numpy()).max() < 1e-4
 
@@ -398,7 +411,7 @@ def test_distill_resume_and_profile_a_tiny_o2mkd_run(tmp_path: Path, tiny_teache
     report = profile_run(run, fid_samples=8, repeats=1)
     names = [r["name"] for r in report["rows"]]
     assert names == ["teacher DDIM-3 torch", "teacher DDIM-3 onnxruntime", "student torch", "student onnxruntime"]
-    for router in report["rows"][2:]:  # the routed loop in torch and over the router manifest's ONNX files
+    for router in report["rows"][2:]:  # the routed loop in torch and over the v3 manifest's ONNX files
         assert router["steps"] == 3 and router["latency_ms"]["1t"] > 0 and router["fid"] is not None
     assert [e["name"] for e in report["per_step"]["rows"]] == ["teacher", "student 0", "student 1"]
     assert [e["steps"] for e in report["per_step"]["rows"]] == [3, 1, 2]

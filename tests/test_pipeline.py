@@ -49,11 +49,11 @@ def test_export_onnx_passes_parity_and_writes_manifest(finished_run: Path) -> No
     manifest = read_manifest(model.with_name("student.manifest.json"))
     assert manifest.parity is not None and manifest.parity.passed and manifest.parity.psnr_db >= 35
     assert manifest.inputs[0].name == "noise" and manifest.inputs[0].shape == ["batch", 1, 32, 32]
-    assert manifest.output.crop == (2, 2, 28, 28) and manifest.sampling.kind == "one_step"
+    assert manifest.image.crop == (2, 2, 28, 28) and manifest.sampling.kind == "one_step"
     assert manifest.model.bytes == model.stat().st_size
     teacher = export_run(finished_run, teacher=True, exporter="torchscript")
     tm = read_manifest(teacher.with_name("teacher_step.manifest.json"))
-    assert tm.sampling.kind == "ddim_loop" and tm.sampling.timesteps == [999, 666, 332]  # diffusers trailing spacing
+    assert tm.sampling.kind == "ddim" and tm.sampling.timesteps == [999, 666, 332]  # diffusers trailing spacing
     assert [i.name for i in tm.inputs] == ["sample", "timestep"]
 
 

@@ -192,7 +192,7 @@ def test_stratified_timesteps_cover_the_range() -> None:
 def test_step_model_calibration_spans_timesteps(tiny_run: Path) -> None:
     from edgekd.export import _prepare
 
-    job = _prepare(tiny_run, teacher=True)
+    job = _prepare(tiny_run, teacher=True).jobs[0]
     calib, held = job_sets(job, 40, 8)
     t = calib.timesteps
     assert calib.inputs["sample"].shape == (40, *SHAPE) and t.dtype == np.int64

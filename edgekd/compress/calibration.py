@@ -93,9 +93,11 @@ def stratified_timesteps(n: int, lo: int, hi: int, seed: int) -> np.ndarray:
 
 def q_sample(x0: torch.Tensor, t: np.ndarray, alphas_cumprod: np.ndarray, seed: int) -> np.ndarray:
     """x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps (the forward process), eps from edgekd's noise convention."""
-    a = torch.from_numpy(np.asarray(alphas_cumprod, dtype=np.float64)[t]).float().view(-1, 1, 1, 1)
+    from edgekd.models.diffusion import add_noise
+
+    alphas = torch.from_numpy(np.asarray(alphas_cumprod, dtype=np.float64)).float()
     eps = make_noise(seed, 0, len(x0), tuple(x0.shape[1:]))
-    return (a.sqrt() * x0 + (1 - a).sqrt() * eps).numpy().astype(np.float32)
+    return add_noise(alphas, x0.float(), eps, torch.from_numpy(np.asarray(t))).numpy().astype(np.float32)
 
 
 def _real_images(recipe: Any, n: int, seed: int) -> torch.Tensor | None:

@@ -254,11 +254,12 @@ def prune_student(student: nn.Module, ratio: float, importance: str = "l2", igno
         if not unets:
             raise EdgekdError(f"cannot prune a {type(model).__name__}: edgekd prunes layerwise students and "
                               "students made of diffusers UNets")
-        ranges = list(model.ranges()) if hasattr(model, "ranges") else []  # O2MKD: each UNet's own timesteps
+        # each UNet at the timestep its graph is exercised at (O2MKD: the middle of its own range)
+        hint = {id(u): g.timestep for g in model.graphs() for _, u in _unets_in(g.module)}
         for i, (name, unet) in enumerate(unets):
             prefix = f"{name}." if name else ""
             local_ignore = [s[len(prefix):] if s.startswith(prefix) else s for s in ignore]
-            timestep = (sum(ranges[i]) // 2) if len(ranges) == len(unets) else int(getattr(model, "timestep", 999))
+            timestep = int(hint.get(id(unet), 999))
             prune_unet_(unet, ratio, importance, local_ignore, timestep=timestep, seed=seed + i)
     _check_rebuilds(model)
     return model
@@ -266,8 +267,6 @@ def prune_student(student: nn.Module, ratio: float, importance: str = "l2", igno
 
 def _check_rebuilds(model: nn.Module) -> None:
     """A pruned student must rebuild from its own config, or saving it would silently lose the pruning."""
-    if not hasattr(model, "export_config"):
-        return
     rebuilt = type(model).from_config(model.export_config())
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}

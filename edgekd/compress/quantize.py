@@ -438,37 +438,92 @@ def run_precisions(cfg: Any) -> list[tuple[str, str]]:
     return pairs
 
 
+class RecipeQuantizer:
+    """The calibration source export targets quantize with (edgekd.export.targets.Quantizer): ``cfg`` (the
+    recipe's compress.quantize when None) decides the calibration data, held-out set and fallback bar."""
+
+    def __init__(self, cfg: Any = None):
+        self.cfg = cfg
+
+    def config(self, job: Any) -> Any:
+        return self.cfg or job.quantize_config or config_for(job.recipe)
+
+    def onnx(self, job: Any, path: Path, precision: str, target_psnr: float | None) -> OnnxQuantResult:
+        return quantize_job_onnx(job, path, precision, self.config(job), target_psnr)
+
+    def calibration(self, job: Any, batch: int, dtypes: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        from edgekd.compress.calibration import job_sets
+
+        cfg = self.config(job)
+        calib, _ = job_sets(job, cfg.calibration_samples, 0, cfg.calibration)
+        return list(calib.batches(batch, dtypes)), calib.describe()
+
+
 def quantize_run(run_dir: Path, cfg: Any = None, teacher: bool = False) -> list[Any]:
     """Quantize a run's student (or teacher step) for every target and precision of ``cfg`` (the recipe's
-    compress.quantize when None). Writes RUN/exports/<target>/<stem>_<precision>.* with manifests and parity
-    (the fp32 export of a target too when missing: it is the size reference), RUN/report/quantization.{json,md},
-    and for ONNX int8 RUN/report/sensitivity_<stem>_int8.{json,md}. A failed entry does not stop the others;
-    the call raises the first failure after the report is written. Returns edgekd.export.ExportResult per file."""
-    from edgekd.export import SUFFIX, ExportResult, _export, _prepare, summary_table
+    compress.quantize when None): every graph of the model (one for a one-step student, N for O2MKD). Writes
+    RUN/exports/<target>/<stem>_<precision>.* with manifests and parity (the fp32 export of a target too when
+    missing: it is the size reference), RUN/report/quantization.{json,md}, and for ONNX int8
+    RUN/report/sensitivity_<stem>_int8.{json,md}. A failed entry does not stop the others; the call raises the
+    first failure after the report is written. Returns edgekd.export.ExportResult per export."""
+    from edgekd.export import ExportOptions, ExportResult, export_model, prepare, summary_table
+    from edgekd.export.targets import get_target
 
-    job = _prepare(Path(run_dir), teacher)
-    cfg = cfg or config_for(job.recipe)
-    job.quantize_config = cfg  # type: ignore[attr-defined]
+    prep = prepare(Path(run_dir), teacher)
+    cfg = cfg or config_for(prep.recipe)
+    quantizer = RecipeQuantizer(cfg)
     results: list[ExportResult] = []
     rows = []
     for target, precision in [(t, "fp32") for t in cfg.targets] + run_precisions(cfg):
-        final = job.run.exports / target / f"{job.name if precision == 'fp32' else f'{job.name}_{precision}'}{SUFFIX[target]}"
-        if precision == "fp32" and final.exists():
-            results.append(ExportResult(target, final, _size(final), None, "existing fp32 export"))
+        existing = _existing_fp32(prep, target, get_target(target).SUFFIX) if precision == "fp32" else None
+        if existing is not None:
+            results.append(ExportResult(target, existing, _size_of(existing), None, "existing fp32 export"))
         else:
             try:
-                results.append(_export(job.run.path, target, teacher, None, None, "dynamo", precision, "ALL", "iOS17",
-                                       job=job))
+                results.append(export_model(prep, target, precision, ExportOptions(), quantizer))
             except EdgekdError as exc:
                 results.append(ExportResult(target, None, error=exc))
         rows.append((target, precision, results[-1]))
-    report = _run_report(job, rows)
+    report = _run_report(prep, rows)
     print(summary_table(results))
     print(f"report: {report}")
     failed = [r.error for r in results if r.error is not None]
     if failed:
         raise type(failed[0])(f"{len(failed)} of {len(results)} quantized exports failed; first: {failed[0]}")
     return results
+
+
+def _existing_fp32(prep: Any, target: str, suffix: str) -> Path | None:
+    """The fp32 export of ``target`` when every graph of it and its manifest exist (what export_model returns)."""
+    folder = prep.run.exports / target
+    files = [folder / f"{job.name}{suffix}" for job in prep.jobs]
+    manifest = folder / f"{prep.stem}.manifest.json"
+    if not all(f.exists() for f in files) or not manifest.is_file():
+        return None
+    return files[0] if len(files) == 1 else manifest
+
+
+def _manifest_of(path: Path) -> Path:
+    from edgekd.manifest import manifest_path
+
+    return path if path.name.endswith(".manifest.json") else manifest_path(path)
+
+
+def _size_of(path: Path) -> int:
+    """Bytes of an export: its file, or every graph file of a several-graph manifest."""
+    if path.name.endswith(".manifest.json"):
+        from edgekd.manifest import read_manifest
+
+        return read_manifest(path).total_bytes
+    return _size(path)
+
+
+def _graph_files(path: Path) -> list[Path]:
+    if path.name.endswith(".manifest.json"):
+        from edgekd.manifest import read_manifest
+
+        return [path.parent / g.file for g in read_manifest(path).models]
+    return [path]
 
 
 def _size(path: Path) -> int:
@@ -478,15 +533,16 @@ def _size(path: Path) -> int:
 
 
 def _run_report(job: Any, rows: list[tuple[str, str, Any]]) -> Path:
+    """``job``: the Prepared model (edgekd.export._prepare)."""
     import datetime as dt
 
-    from edgekd.export.manifest import manifest_path, read_manifest
+    from edgekd.manifest import read_manifest
     from edgekd.train.checkpoint import atomic_write_json, atomic_write_text
 
     import onnx
 
     fp32 = {t: r.bytes for t, p, r in rows if p == "fp32" and r.path is not None}
-    compact_fp32 = {t: model_bytes(onnx.load(str(r.path))) for t, p, r in rows
+    compact_fp32 = {t: sum(model_bytes(onnx.load(str(f))) for f in _graph_files(r.path)) for t, p, r in rows
                     if t == "onnx" and p == "fp32" and r.path is not None}
     entries = []
     for target, precision, r in rows:
@@ -498,24 +554,24 @@ def _run_report(job: Any, rows: list[tuple[str, str, Any]]) -> Path:
             entry["size_vs_compact_fp32"] = round(r.bytes / compact_fp32[target], 4)  # like for like (see docs)
         if r.error is not None:
             entry["error"] = str(r.error)
-        elif r.path is not None and manifest_path(r.path).is_file():
-            m = read_manifest(manifest_path(r.path))
+        elif r.path is not None and _manifest_of(r.path).is_file():
+            m = read_manifest(_manifest_of(r.path))
             entry["quantization"] = m.quantization
             if m.parity is not None:
                 entry.update(parity_psnr_db=round(m.parity.psnr_db, 2), parity_bar_db=m.parity.psnr_min)
             else:
                 entry["parity_skipped"] = m.parity_skipped
-            q = m.checks.get("quantization") or {}
+            q = m.models[0].checks.get("quantization") or {}
             if q:
                 entry.update(fp32_layers=len(q.get("fp32_layers", [])), layers=q.get("layers"),
                              psnr_heldout_db=q.get("psnr_final"))
         entries.append(entry)
-    report = {"run": str(job.run.path), "model": job.name,
+    report = {"run": str(job.run.path), "model": job.stem,
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "exports": entries}
     folder = job.run.report_dir
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "quantization.json", report)
-    lines = [f"# Quantized exports: {job.run.path.name} {job.name}", "",
+    lines = [f"# Quantized exports: {job.run.path.name} {job.stem}", "",
              "| target | precision | MB | size vs fp32 (compacted fp32) | parity PSNR dB (bar) | notes |",
              "|---|---|---|---|---|---|"]
     for e in entries:

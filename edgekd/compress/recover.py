@@ -85,17 +85,11 @@ class OutputDistill(_Base):
 
     def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         noise = batch["noise"]
-        if hasattr(net, "heads") and hasattr(self.reference, "heads"):
-            with torch.no_grad():
-                targets = self.reference.heads(noise)
-            outs = net.heads(noise)
-            out = outs[-1].float()
-            loss = sum(_distance(self.cfg.loss, o.float(), t.float()) for o, t in zip(outs, targets)) / len(outs)
-        else:
-            with torch.no_grad():
-                target = self.reference(noise).float()
-            out = net(noise).float()
-            loss = _distance(self.cfg.loss, out, target)
+        with torch.no_grad():
+            targets = self.reference.outputs(noise)
+        outs = net.outputs(noise)  # every output the student distils (a layerwise student: every head)
+        out = outs[-1].float()
+        loss = sum(_distance(self.cfg.loss, o.float(), t.float()) for o, t in zip(outs, targets)) / len(outs)
         if "x0" in batch and self.cfg.teacher_weight > 0:
             loss = loss + self.cfg.teacher_weight * _distance(self.cfg.loss, out, batch["x0"].float())
         return loss
@@ -105,17 +99,17 @@ def eps_unets(model: nn.Module) -> list[nn.Module]:
     """The epsilon UNets of a model: a bare UNet2DModel, or the ``unets`` of an O2MKD student."""
     if type(model).__name__ == "UNet2DModel":
         return [model]
-    unets = getattr(model, "unets", None)
-    if unets is None:
+    graphs = model.graphs()
+    if not all(g.is_step for g in graphs):
         raise TypeError(f"{type(model).__name__} has no epsilon UNets to recover")
-    return list(unets)
+    return [g.module.unet for g in graphs]
 
 
 def eps_ranges(model: nn.Module, num_train_timesteps: int) -> list[tuple[int, int]]:
     """(first, last) timestep each UNet owns: the whole schedule for a teacher, the routed ranges for O2MKD."""
-    if hasattr(model, "ranges"):
-        return [tuple(r) for r in model.ranges()]
-    return [(0, num_train_timesteps - 1)]
+    if type(model).__name__ == "UNet2DModel":
+        return [(0, num_train_timesteps - 1)]
+    return model.sampling().owned_ranges()
 
 
 class EpsDistill(_Base):
@@ -131,8 +125,9 @@ class EpsDistill(_Base):
                ) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.randint(lo, hi + 1, (x0.shape[0],), generator=gen).to(x0.device)
         eps = torch.randn(x0.shape, generator=gen).to(x0.device)
-        ab = self.alphas_cumprod.to(x0.device)[t].view(-1, 1, 1, 1)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t
+        from edgekd.models.diffusion import add_noise
+
+        return add_noise(self.alphas_cumprod, x0, eps, t), t
 
     def fixed_batch(self, x0: torch.Tensor, seed: int) -> Batch:
         """A held-out batch: images plus one fixed (x_t, t) pair per UNet, so the eval loss is comparable."""

@@ -132,7 +132,8 @@ def prune_run(run: RunDir, recipe: Recipe, teacher: bool = False, out: Path | No
     else:
         original = run.student()
         pruned = prune_student(original, cfg.ratio, cfg.importance, cfg.ignore, seed=recipe.seed)
-    kind = "teacher" if teacher else ("eps" if hasattr(original, "unets") else "one_step")
+    # how the model samples, not what it is: a DDIM-sampled student is recovered on epsilon like the teacher
+    kind = "teacher" if teacher else ("eps" if original.sampling().kind == "ddim" else "one_step")
     print(f"pruned {'teacher' if teacher else 'student'} {cfg.ratio:.0%} ({cfg.importance}): "
           f"{_params(original) / 1e6:.3f}M -> {_params(pruned) / 1e6:.3f}M parameters")
 
@@ -250,7 +251,7 @@ def _recover(pruned: nn.Module, original: nn.Module, recipe: Recipe, cfg: PruneC
         with AtomicDir(folder) as tmp:
             save_student(copy.deepcopy(net).cpu().eval(), tmp)
 
-    scheduler = getattr(original, "scheduler_config", t.scheduler_config)
+    scheduler = original.sampling().scheduler_config
     recover(pruned, original, cfg, recipe.train, derived.path, device, recipe.seed, save_student_eps, images=images,
             alphas_cumprod=alphas_cumprod_of(scheduler), resume=resume)
     best = load_student(derived.path / "best")

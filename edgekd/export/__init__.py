@@ -1,9 +1,12 @@
-"""Exports: one module per target, the manifest, and the parity gate every export must clear.
+"""Exports: one driver for every model and every target (plug-ins in edgekd/export/targets/).
 
-``export_run`` exports one target (onnx | tflite | coreml); ``export_all`` exports them in turn and prints a table.
-Every export: checks the graph for the target (graph_check), converts to a temp name, checks the result (parity
-against PyTorch on fixed noise; for CoreML on Linux, a structural check), renames into place, writes the manifest.
-Nothing is written under exports/ before the run, its recipe, teacher and student have loaded.
+A model describes itself as graphs + sampling (edgekd/models/spec.py); the driver converts every graph with the
+target's ``convert`` to a temp name, clears each graph's parity gate (the graph against torch: a one-step graph
+on fixed noise, a step graph through a DDIM-``TEACHER_PARITY_STEPS`` loop driven by it alone), then, for several
+graphs, the whole sampler (every graph, routed as the model says) in the target's runtime against torch, renames
+everything into place and writes ONE version-3 manifest (docs/manifest-v3.md). CoreML on Linux: a structural check,
+and parity says why it did not run. Nothing is written under exports/ before the run, recipe, teacher and model
+have loaded; nothing replaces the previous export until every gate passed.
 """
 
 from __future__ import annotations
@@ -22,18 +25,22 @@ from torch import nn
 from edgekd import __version__
 from edgekd.data import crop_box
 from edgekd.errors import EdgekdError
-from edgekd.export.manifest import Manifest, ModelFile, OutputSpec, ParitySpec, SamplingSpec, TensorSpec, manifest_path
 from edgekd.export.parity import check_parity
+from edgekd.export.targets import TARGETS as _PLUGINS
+from edgekd.export.targets import ExportOptions, Quantizer, all_precisions, get_target
+from edgekd.manifest import (GraphEntry, ImageSpec, Manifest, NoiseV3, ParitySpec, SamplingSpec, TensorSpec,
+                             manifest_path)
+from edgekd.models.spec import DDIMLoop, GraphSpec, TeacherStepModel
 from edgekd.noise import make_noise
 from edgekd.recipe import Recipe
 from edgekd.rundir import RunDir
+from edgekd.runtime.open import sampler, section, torch_generator
 from edgekd.train.checkpoint import atomic_write_text
 
 TEACHER_PARITY_STEPS = 10
-TARGETS = ("onnx", "tflite", "coreml")
-PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "fp16", "int8", "int8_static"),
-              "coreml": ("fp32", "fp16", "int8", "palettize4", "palettize6", "palettize8")}
-SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
+TARGETS = tuple(_PLUGINS)
+PRECISIONS = {name: tuple(t.PRECISIONS) for name, t in _PLUGINS.items()}
+SUFFIX = {name: t.SUFFIX for name, t in _PLUGINS.items()}
 # Dynamic-range int8 cannot reach the fp32 bar (recipe export.psnr_min, 35 dB): its own default, recorded in the
 # manifest's parity.psnr_min. Measured on the tiny run (docs/export.md): tflite int8 ~ 37 dB (student).
 INT8_PSNR_MIN = 25.0
@@ -101,298 +108,299 @@ class ExportResult:
 
 
 @dataclass
-class _Job:
-    """What every target needs: the run, the torch model, its I/O description and the parity references."""
+class GraphJob:
+    """One graph of a model to export, with what targets and the quantizer need (run, recipe, the teacher's
+    scheduler for step graphs, the timesteps the graph owns)."""
 
     run: RunDir
     recipe: Recipe
     teacher_model: Any
-    name: str
-    model: nn.Module
-    inputs: list[str]
-    output: str
-    shape: tuple[int, ...]
-    sampling: SamplingSpec
-    teacher: bool
+    graph: GraphSpec
+    sampling: SamplingSpec  # this graph's share: kind, steps, the timesteps it owns, scheduler, alphas_cumprod
+    quantize_config: Any = None  # set by compress (quantize_run); None: the recipe's compress.quantize
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def model(self) -> nn.Module:
+        return self.graph.module
+
+    @property
+    def inputs(self) -> list[str]:
+        return [i.name for i in self.graph.inputs]
+
+    @property
+    def output(self) -> str:
+        return self.graph.output
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.graph.sample_shape)
+
+    @property
+    def teacher(self) -> bool:
+        """A step graph (sample, timestep) -> epsilon, judged through a DDIM loop."""
+        return self.graph.is_step
 
     def example(self, b: int) -> dict[str, torch.Tensor]:
-        ex = {self.inputs[0]: torch.randn(b, *self.shape)}
-        if self.teacher:
-            ex["timestep"] = torch.full((b,), 999, dtype=torch.int64)
-        return ex
-
-    def reference(self) -> Any:
-        from edgekd.profile.generators import TorchStudent, TorchTeacher
-
-        return TorchTeacher(self.teacher_model, TEACHER_PARITY_STEPS) if self.teacher else TorchStudent(self.model)
+        return self.graph.example(b)
 
     def what(self, target: str) -> str:
-        who = f"teacher step (through DDIM-{TEACHER_PARITY_STEPS})" if self.teacher else "student"
+        who = f"{self.name} step (through DDIM-{TEACHER_PARITY_STEPS} with this graph alone)" if self.teacher else self.name
         return f"{self.run.path}: {target} {who}"
 
 
-def _prepare(run_path: Path, teacher: bool) -> _Job:
-    """Open and load everything (run, recipe, teacher, student) before anything is written."""
-    from edgekd.export.onnx import TeacherStep
+_Job = GraphJob  # the name compress and tests used
+
+
+@dataclass
+class Prepared:
+    """A loaded model ready to export: its graphs as jobs, its sampling, and the manifest stem."""
+
+    run: RunDir
+    recipe: Recipe
+    teacher_model: Any
+    model: Any  # anything with graphs() and sampling() (edgekd/models/spec.py)
+    stem: str  # "student" | "teacher_step"
+    jobs: list[GraphJob]
+
+    @property
+    def role(self) -> str:
+        return "teacher_step" if self.stem == "teacher_step" else "student"
+
+
+def prepare(run_path: Path, teacher: bool = False) -> Prepared:
+    """Open and load everything (run, recipe, teacher, model) before anything is written: the run's student, or
+    with ``teacher`` the teacher's step, as graphs ready for ``export_model``."""
     from edgekd.teachers.diffusers_teacher import load_teacher
 
     run = RunDir.open(run_path, need_student=not teacher)
     recipe = run.recipe()
     t_model = load_teacher(recipe.teacher.path)
-    shape = tuple(t_model.sample_shape)
-    if teacher:
-        timesteps = t_model.timesteps(recipe.teacher.steps, recipe.teacher.timestep_spacing)
-        sampling = SamplingSpec(kind="ddim_loop", steps=recipe.teacher.steps, timesteps=timesteps,
-                                scheduler={**t_model.scheduler_config, "timestep_spacing": recipe.teacher.timestep_spacing},
-                                alphas_cumprod=[float(a) for a in t_model.ddim(1).alphas_cumprod])
-        return _Job(run, recipe, t_model, "teacher_step", TeacherStep(t_model.unet).eval(), ["sample", "timestep"],
-                    "epsilon", shape, sampling, True)
-    student = run.student()
-    sampling = SamplingSpec(kind="one_step", steps=1, timesteps=[getattr(student, "timestep", 0)])
-    return _Job(run, recipe, t_model, "student", student.eval(), ["noise"], "image", shape, sampling, False)
+    model = (TeacherStepModel(t_model, recipe.teacher.steps, recipe.teacher.timestep_spacing) if teacher
+             else run.student())
+    sampling = model.sampling()
+    jobs = []
+    for graph in model.graphs():
+        graph.module.eval()
+        if isinstance(sampling, DDIMLoop):
+            lists = sampling.lists()
+            owned = [t for t, g in zip(lists["timesteps"], lists["graph_per_step"]) if g == graph.name]
+            share = SamplingSpec(kind="ddim_loop", steps=sampling.num_steps, timesteps=owned,
+                                 scheduler={**sampling.scheduler_config, "timestep_spacing": sampling.spacing},
+                                 alphas_cumprod=[float(a) for a in sampling.scheduler().alphas_cumprod])
+        else:
+            share = SamplingSpec(kind="one_step", steps=1, timesteps=[0])
+        jobs.append(GraphJob(run, recipe, t_model, graph, share))
+    return Prepared(run, recipe, t_model, model, "teacher_step" if teacher else "student", jobs)
+
+
+_prepare = prepare  # the name tests used
 
 
 def _validate(target: str, precision: str, batch: int | None, compute_units: str, deployment_target: str) -> None:
-    if target not in TARGETS:
-        raise EdgekdError(f"unknown export target '{target}' (available: {', '.join(TARGETS)}, all)")
-    if precision not in PRECISIONS[target]:
-        known = sorted({p for ps in PRECISIONS.values() for p in ps})
+    plugin = get_target(target)
+    if precision not in plugin.PRECISIONS:
+        known = all_precisions()
         if precision not in known:
             raise EdgekdError(f"unknown precision '{precision}' (available: {', '.join(known)})")
         raise EdgekdError(f"precision {precision} is not supported for target {target} "
-                          f"(available for {target}: {', '.join(PRECISIONS[target])})")
+                          f"(available for {target}: {', '.join(plugin.PRECISIONS)})")
     if batch is not None and batch < 1:
         raise EdgekdError(f"--batch must be >= 1, got {batch}")
     from edgekd.extras import require_export
 
     require_export(target, precision)
-    if target == "coreml":
-        from edgekd.export.coreml import validate_options
-
-        validate_options(precision, compute_units, deployment_target)
+    plugin.check_options(precision, ExportOptions(batch, compute_units=compute_units, deployment_target=deployment_target))
 
 
 def export_run(run_path: Path, target: str = "onnx", teacher: bool = False, batch: int | None = None,
                psnr_min: float | None = None, exporter: str = "dynamo", precision: str = "fp32",
                compute_units: str = "ALL", deployment_target: str = "iOS17") -> Path:
-    """Export a run's student (or the teacher's step) to one target; returns the model path (file or .mlpackage).
-
-    A multi-model student (O2MKD) exports one file per student and returns its router manifest (export/multi.py).
-    """
-    from edgekd.export.multi import export_router, is_multi_student_run
-
-    if not teacher and is_multi_student_run(Path(run_path)):
-        return export_router(Path(run_path), target, batch, psnr_min, exporter, precision, compute_units,
-                             deployment_target).path
-    return _export(run_path, target, teacher, batch, psnr_min, exporter, precision, compute_units, deployment_target).path  # type: ignore[return-value]
-
-
-def _export(run_path: Path, target: str, teacher: bool, batch: int | None, psnr_min: float | None, exporter: str,
-            precision: str, compute_units: str, deployment_target: str, job: _Job | None = None) -> ExportResult:
+    """Export a run's student (or the teacher's step) to one target; returns the model file (or .mlpackage), or,
+    for a model of several graphs (O2MKD), its manifest."""
     _validate(target, precision, batch, compute_units, deployment_target)
-    job = job or _prepare(Path(run_path), teacher)
-    recipe = job.recipe
-    if psnr_min is not None:
-        bar = psnr_min
+    prep = prepare(Path(run_path), teacher)
+    options = ExportOptions(batch, exporter, compute_units, deployment_target, psnr_min)
+    return export_model(prep, target, precision, options).path  # type: ignore[return-value]
+
+
+def _default_quantizer(prep: Prepared) -> Quantizer:
+    from edgekd.compress.quantize import RecipeQuantizer
+
+    return RecipeQuantizer(None)
+
+
+def file_stem(name: str, precision: str) -> str:
+    return name if precision == "fp32" else f"{name}_{precision}"
+
+
+def export_model(prep: Prepared, target: str, precision: str, options: ExportOptions,
+                 quantizer: Quantizer | None = None) -> ExportResult:
+    """Every graph of ``prep`` to ``target`` at ``precision``, gated, placed atomically, with its v3 manifest."""
+    _validate(target, precision, options.batch, options.compute_units, options.deployment_target)
+    plugin = get_target(target)
+    quantizer = quantizer or _default_quantizer(prep)
+    recipe, run = prep.recipe, prep.run
+    if options.psnr_min is not None:
+        bar = options.psnr_min
     else:
         bar = recipe.export.psnr_min if precision in ("fp32", "fp16") else INT8_PSNR_MIN
-    stem = job.name if precision == "fp32" else f"{job.name}_{precision}"
-    final = job.run.exports / target / f"{stem}{SUFFIX[target]}"
-    tmp = final.with_name(f".{stem}.partial{SUFFIX[target]}")
-    created = [d for d in (job.run.exports, final.parent) if not d.exists()]
-    final.parent.mkdir(parents=True, exist_ok=True)
+    folder = run.exports / target
+    finals = [folder / f"{file_stem(job.name, precision)}{plugin.SUFFIX}" for job in prep.jobs]
+    tmps = [f.with_name(f".{file_stem(job.name, precision)}.partial{plugin.SUFFIX}") for f, job in zip(finals, prep.jobs)]
+    created = [d for d in (run.exports, folder) if not d.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    skipped = plugin.parity_unavailable()
     try:
-        if target == "onnx":
-            out = _onnx(job, tmp, batch, bar, exporter, precision=precision, target_psnr=psnr_min)
-        elif target == "tflite":
-            out = _tflite(job, tmp, batch or 1, bar, precision)
+        converted, parities = [], []
+        for job, tmp in zip(prep.jobs, tmps):
+            converted.append(plugin.convert(job, tmp, precision, options, quantizer))
+            parities.append(None if skipped else _graph_parity(prep, job, plugin, tmp, bar, options))
+        if skipped or len(prep.jobs) == 1:
+            whole = parities[0] if len(prep.jobs) == 1 else None
         else:
-            out = _coreml(job, tmp, batch or 1, bar, precision, compute_units, deployment_target)
-        _replace(tmp, final)
+            whole = _sampler_parity(prep, plugin, tmps, bar, options)
+        for tmp, final in zip(tmps, finals):
+            _replace(tmp, final)
     finally:
-        _remove(tmp)
-        for extra in final.parent.glob(f".{stem}.partial{SUFFIX[target]}*"):
-            _remove(extra)
+        for tmp in tmps:
+            _remove(tmp)
+            for extra in folder.glob(f"{tmp.name}*"):
+                _remove(extra)
         for d in reversed(created):  # a failed first export leaves no empty exports/ folders behind
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
-    dims, inputs, checks, parity, skipped, runtime_options = out
-    size = size_bytes(final)
-    quantization = quantization_text(target, precision, checks)
-    out_extra = {"range": (-10.0, 10.0), "to_pixels": "epsilon: feed to the DDIM update"} if job.teacher else {}
-    manifest = Manifest(
-        edgekd_version=__version__, role="teacher_step" if job.teacher else "student", name=f"{recipe.name}-{stem}",
-        model=ModelFile(file=final.name, target=target, bytes=size, sha256=sha256(final)),
-        inputs=inputs, output=OutputSpec(name=job.output, shape=dims, crop=image_crop(recipe), **out_extra),
-        sampling=job.sampling, precision=precision, quantization=quantization, parity=parity, parity_skipped=skipped,
-        checks=checks, runtime_options=runtime_options,
-        source={"run": str(job.run.path), "recipe": recipe.name, "teacher": recipe.teacher.path, "method": recipe.method.name},
+    _remove_stale(prep, folder, precision, plugin.SUFFIX)
+
+    manifest = _manifest(prep, target, precision, finals, converted, parities, whole, skipped)
+    path = folder / f"{file_stem(prep.stem, precision)}.manifest.json"
+    atomic_write_text(path, manifest.model_dump_json(indent=2) + "\n")
+    if len(prep.jobs) > 1:
+        from edgekd.export.multi import write_router_manifest
+
+        write_router_manifest(prep, manifest, folder)
+    _report(prep, finals, manifest, precision, bar, skipped)
+    note = "not run (CoreML predicts on macOS only); structure checked" if skipped else ""
+    result_path = finals[0] if len(finals) == 1 else path
+    return ExportResult(target, result_path, manifest.total_bytes, manifest.parity, note)
+
+
+def _graph_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: float,
+                  options: ExportOptions) -> ParitySpec:
+    """One graph against torch: a one-step graph on the noise, a step graph through DDIM-10 driven by it alone."""
+    only, steps = (job.name, TEACHER_PARITY_STEPS) if job.teacher else (None, None)
+    reference = torch_generator(prep.model, only=only, steps=steps)
+    step = plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
+    candidate = sampler({job.name: step}, section(prep.model.sampling(), only, steps), {job.name: job.inputs})
+    noise = make_noise(prep.recipe.export.parity_seed, 0, prep.recipe.export.parity_samples, job.shape)
+    parity = check_parity(reference, candidate, noise, prep.recipe.export.parity_seed, bar, job.what(plugin.LABEL))
+    parity.runtime = plugin.parity_runtime(step)
+    return parity
+
+
+def _sampler_parity(prep: Prepared, plugin: Any, tmps: list[Path], bar: float, options: ExportOptions) -> ParitySpec:
+    """The whole sampler (every graph, routed as the model says) in the target runtime against torch."""
+    steppers = {job.name: plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
+                for job, tmp in zip(prep.jobs, tmps)}
+    sampling = prep.model.sampling()
+    candidate = sampler(steppers, section(sampling), {job.name: job.inputs for job in prep.jobs})
+    shape = prep.jobs[0].shape
+    noise = make_noise(prep.recipe.export.parity_seed, 0, prep.recipe.export.parity_samples, shape)
+    what = (f"{prep.run.path}: {plugin.NAME} {len(prep.jobs)} graphs routed through DDIM-{sampling.steps()} "
+            f"(the whole sampler)")
+    parity = check_parity(torch_generator(prep.model), candidate, noise, prep.recipe.export.parity_seed, bar, what)
+    parity.runtime = plugin.parity_runtime(next(iter(steppers.values())))
+    return parity
+
+
+def _remove_stale(prep: Prepared, folder: Path, precision: str, suffix: str) -> None:
+    """Graph files of an earlier export with more graphs than this one (student_<k>, same precision) go."""
+    if len(prep.jobs) < 2:
+        return
+    k = len(prep.jobs)
+    while (folder / f"{file_stem(f'student_{k}', precision)}{suffix}").exists():
+        _remove(folder / f"{file_stem(f'student_{k}', precision)}{suffix}")
+        k += 1
+
+
+def _manifest(prep: Prepared, target: str, precision: str, finals: list[Path], converted: list[Any],
+              parities: list[ParitySpec | None], whole: ParitySpec | None, skipped: str | None) -> Manifest:
+    from edgekd.runtime.open import section as sampling_section
+
+    models = []
+    for job, final, conv, parity in zip(prep.jobs, finals, converted, parities):
+        out_dims = [conv.dims[0], *job.shape]
+        models.append(GraphEntry(name=job.name, file=final.name, bytes=size_bytes(final), sha256=sha256(final),
+                                 inputs=conv.inputs, output=TensorSpec(name=job.output, shape=out_dims),
+                                 parity=parity, parity_skipped=skipped, checks=conv.checks,
+                                 runtime_options=conv.runtime_options))
+    shape = [int(d) for d in prep.jobs[0].shape]
+    recipe = prep.recipe
+    return Manifest(
+        edgekd_version=__version__, role=prep.role, name=f"{recipe.name}-{file_stem(prep.stem, precision)}",  # type: ignore[arg-type]
+        target=target, precision=precision, quantization=quantization_text(target, precision, converted[0].checks),  # type: ignore[arg-type]
+        models=models, sampling=sampling_section(prep.model.sampling()), parity=whole,
+        parity_skipped=skipped if whole is None else None, noise=NoiseV3(shape=shape),
+        image=ImageSpec(crop=image_crop(recipe), channels=shape[0]),
+        source={"run": str(prep.run.path), "recipe": recipe.name, "teacher": recipe.teacher.path,
+                "method": recipe.method.name, "model": prep.stem},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    atomic_write_text(manifest_path(final), manifest.model_dump_json(indent=2) + "\n")
+
+
+def _report(prep: Prepared, finals: list[Path], manifest: Manifest, precision: str, bar: float,
+            skipped: str | None) -> None:
+    size = manifest.total_bytes / 1e6
+    what = str(finals[0]) if len(finals) == 1 else f"{len(finals)} graphs to {finals[0].parent}"
+    parity = manifest.parity
     if parity is not None:
-        print(f"exported {final} ({size / 1e6:.2f} MB, {precision}): parity {parity.psnr_db:.1f} dB, "
+        print(f"exported {what} ({size:.2f} MB, {precision}): parity {parity.psnr_db:.1f} dB, "
               f"max abs error {parity.max_abs_error:.2e} (bar {bar:.0f} dB, {parity.runtime})")
-    else:
-        def io(specs: dict[str, Any]) -> str:
-            return ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in specs.items())
+        return
+    checks = manifest.models[0].checks
 
-        print(f"exported {final} ({size / 1e6:.2f} MB, {precision}): structure checked ({io(checks['inputs'])} -> "
-              f"{io(checks['outputs'])}; {sum(checks['ops'].values())} ops; weights {checks['weight_dtypes']})")
-        print(f"  numerical parity NOT run: {skipped}")
-    note = "not run (CoreML predicts on macOS only); structure checked" if skipped else ""
-    return ExportResult(target, final, size, parity, note)
+    def io(specs: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in specs.items())
 
-
-def _graph_notes(findings: list[Any]) -> list[str]:
-    return [f.line() for f in findings]
+    print(f"exported {what} ({size:.2f} MB, {precision}): structure checked ({io(checks['inputs'])} -> "
+          f"{io(checks['outputs'])}; {sum(checks['ops'].values())} ops; weights {checks['weight_dtypes']})")
+    print(f"  numerical parity NOT run: {skipped}")
 
 
 def quantization_text(target: str, precision: str, checks: dict[str, Any] | None = None) -> str | None:
     """The manifest's ``quantization`` line for a target and precision (an ONNX int8 export says its own)."""
-    from edgekd.export import coreml as _cm
-    from edgekd.export import tflite as _tf
-    from edgekd.export.onnx import QUANTIZATION as _onnx_q
-
     if precision == "fp32":
         return None
     described = ((checks or {}).get("quantization") or {}).get("description")
-    return described or {"onnx": _onnx_q, "tflite": _tf.QUANTIZATION, "coreml": _cm.QUANTIZATION}[target].get(precision)
-
-
-def _quantize_config(job: _Job) -> Any:
-    """compress.quantize of the recipe (defaults when absent), or what quantize_run set on the job."""
-    from edgekd.compress.quantize import config_for
-
-    return getattr(job, "quantize_config", None) or config_for(job.recipe)
-
-
-def _onnx(job: _Job, tmp: Path, batch: int | None, bar: float, exporter: str, precision: str = "fp32",
-          target_psnr: float | None = None) -> tuple:
-    import onnxruntime
-
-    from edgekd.export.graph_check import check_graph
-    from edgekd.export.onnx import export_onnx
-    from edgekd.profile.generators import OnnxStudent, OnnxTeacher
-
-    n = job.recipe.export.parity_samples
-    b = batch or 2  # torch.export specialises a dimension traced at size 1: trace dynamic batches at 2
-    example = tuple(job.example(b).values())
-    _, findings = check_graph(job.model, example, "onnx")
-    dims: list[int | str] = [batch if batch else "batch", *job.shape]
-    inputs = [TensorSpec(name=job.inputs[0], shape=dims)]
-    if job.teacher:
-        inputs.append(TensorSpec(name="timestep", shape=[dims[0]], dtype="int64"))
-    export_onnx(job.model, example, tmp, job.inputs, job.output, dynamic_batch=batch is None, exporter=exporter)
-    quantized = None
-    if precision != "fp32":  # int8 (NNCF QDQ + mixed-precision fallback) or fp16, from the fp32 file (compress/quantize)
-        from edgekd.compress.quantize import quantize_job_onnx
-
-        quantized = quantize_job_onnx(job, tmp, precision, _quantize_config(job), target_psnr)
-        if quantized.sensitivity is not None:  # written before the gate: it explains a failed gate too
-            stem = f"{job.name}_{precision}"
-            quantized.sensitivity.write(job.run.report_dir, f"sensitivity_{stem}", f"{job.run.path.name} {stem}.onnx")
-    noise = make_noise(job.recipe.export.parity_seed, 0, batch if batch else n, job.shape)
-    cand = (OnnxTeacher(tmp, job.teacher_model.scheduler_config, TEACHER_PARITY_STEPS) if job.teacher else OnnxStudent(tmp))
-    parity = check_parity(job.reference(), cand, noise, job.recipe.export.parity_seed, bar, job.what("ONNX"))
-    parity.runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
-    checks: dict[str, Any] = {"graph": _graph_notes(findings)}
-    if quantized is not None:
-        checks["quantization"] = quantized.manifest_checks()
-    return dims, inputs, checks, parity, None, {"execution_provider": "CPUExecutionProvider"}
-
-
-def _tflite(job: _Job, tmp: Path, b: int, bar: float, precision: str) -> tuple:
-    from edgekd.export.graph_check import check_graph
-    from edgekd.export.tflite import export_tflite
-    from edgekd.profile.generators import TFLiteStudent, TFLiteTeacher
-
-    example = job.example(b)
-    _, findings = check_graph(job.model, tuple(example.values()), "tflite")
-    calibration = None
-    if precision == "int8_static":  # ranges from inputs across the whole timestep range (compress/calibration)
-        from edgekd.compress.calibration import job_sets
-
-        qcfg = _quantize_config(job)
-        calib, _ = job_sets(job, qcfg.calibration_samples, 0, qcfg.calibration)
-        calibration = list(calib.batches(b, {k: v.numpy().dtype for k, v in example.items()}))
-    checks = export_tflite(job.model, example, tmp, job.output, precision, calibration)
-    if calibration is not None:
-        checks["calibration"] = calib.describe()
-    checks["graph"] = _graph_notes(findings)
-    dims: list[int | str] = [b, *job.shape]
-    inputs = [TensorSpec(name=job.inputs[0], shape=dims)]
-    if job.teacher:  # litert-torch downcasts int64 I/O to int32 (enable_x64=False): the runtime feeds int32
-        inputs.append(TensorSpec(name="timestep", shape=[b], dtype="int32"))
-    noise = make_noise(job.recipe.export.parity_seed, 0, job.recipe.export.parity_samples, job.shape)
-    threads = torch.get_num_threads()
-    cand = (TFLiteTeacher(tmp, job.teacher_model.scheduler_config, TEACHER_PARITY_STEPS, threads=threads)
-            if job.teacher else TFLiteStudent(tmp, threads=threads))
-    parity = check_parity(job.reference(), cand, noise, job.recipe.export.parity_seed, bar, job.what("TFLite"))
-    options = {"signature": "serving_default", "fixed_batch": b, "layout": "NCHW (as PyTorch)",
-               "delegate": "XNNPACK on CPU (default in LiteRT); GPU delegate: see checks.gpu_delegate_compatible"}
-    return dims, inputs, checks, parity, None, options
-
-
-def _coreml(job: _Job, tmp: Path, b: int, bar: float, precision: str, compute_units: str, deployment_target: str) -> tuple:
-    from edgekd.export import coreml as cm
-    from edgekd.export.graph_check import check_graph
-    from edgekd.profile.generators import CoreMLStudent, CoreMLTeacher
-
-    example = job.example(b)
-    program, findings = check_graph(job.model, tuple(example.values()), "coreml")
-    model = cm.convert(program, example, job.output, precision, compute_units, deployment_target)
-    cm.save(model, tmp)
-    del model
-    dims: list[int | str] = [b, *job.shape]
-    checks = cm.inspect(tmp)
-    cm.check_structure(checks, example, job.output, [b, *job.shape], precision)
-    checks["graph"] = _graph_notes(findings)
-    inputs = [TensorSpec(name=job.inputs[0], shape=dims)]
-    if job.teacher:
-        inputs.append(TensorSpec(name="timestep", shape=[b], dtype="int32"))
-    parity, skipped = None, None
-    if cm.can_predict():
-        noise = make_noise(job.recipe.export.parity_seed, 0, job.recipe.export.parity_samples, job.shape)
-        cand = (CoreMLTeacher(tmp, job.teacher_model.scheduler_config, TEACHER_PARITY_STEPS, compute_units)
-                if job.teacher else CoreMLStudent(tmp, compute_units))
-        parity = check_parity(job.reference(), cand, noise, job.recipe.export.parity_seed, bar, job.what("CoreML"))
-    else:
-        skipped = cm.LINUX_REASON
-    options = {"compute_units": compute_units, "minimum_deployment_target": deployment_target, "fixed_batch": b,
-               "format": "mlprogram"}
-    return dims, inputs, checks, parity, skipped, options
+    return described or get_target(target).QUANTIZATION.get(precision)
 
 
 def export_all(run_path: Path, teacher: bool = False, batch: int | None = None, psnr_min: float | None = None,
                exporter: str = "dynamo", precision: str = "fp32", compute_units: str = "ALL",
                deployment_target: str = "iOS17") -> list[ExportResult]:
-    """onnx, tflite and coreml in turn, then a summary table; a failed target does not stop the others, but the
-    command still fails (with the first failure's exit code) after the table."""
-    from edgekd.export.coreml import validate_options
-
-    known = sorted({p for ps in PRECISIONS.values() for p in ps})
+    """Every target in turn, then a summary table; a failed target does not stop the others, but the command
+    still fails (with the first failure's exit code) after the table."""
+    known = all_precisions()
     if precision not in known:
         raise EdgekdError(f"unknown precision '{precision}' (available: {', '.join(known)})")
     if batch is not None and batch < 1:
         raise EdgekdError(f"--batch must be >= 1, got {batch}")
-    validate_options(precision, compute_units, deployment_target)
-    from edgekd.export.multi import export_router_all, is_multi_student_run
-
-    if not teacher and is_multi_student_run(Path(run_path)):
-        return _summarise(export_router_all(Path(run_path), batch, psnr_min, exporter, precision, compute_units,
-                                            deployment_target))
-    job = _prepare(Path(run_path), teacher)
+    options = ExportOptions(batch, exporter, compute_units, deployment_target, psnr_min)
+    for plugin in _PLUGINS.values():  # bad options fail before any work, also for a target the precision skips
+        plugin.check_options(precision if precision in plugin.PRECISIONS else plugin.PRECISIONS[0], options)
+    prep = prepare(Path(run_path), teacher)
     results: list[ExportResult] = []
-    for target in TARGETS:
-        if precision not in PRECISIONS[target]:
-            results.append(ExportResult(target, None, note=f"skipped: {target} exports {', '.join(PRECISIONS[target])} only"))
+    for name, plugin in _PLUGINS.items():
+        if precision not in plugin.PRECISIONS:
+            results.append(ExportResult(name, None, note=f"skipped: {name} exports {', '.join(plugin.PRECISIONS)} only"))
             continue
         try:
-            results.append(_export(run_path, target, teacher, batch, psnr_min, exporter, precision, compute_units,
-                                   deployment_target, job=job))
+            results.append(export_model(prep, name, precision, options))
         except EdgekdError as exc:
-            results.append(ExportResult(target, None, error=exc))
+            results.append(ExportResult(name, None, error=exc))
     return _summarise(results)
 
 

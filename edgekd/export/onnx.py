@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
+from edgekd.models.spec import EpsilonStep
 
 # fp16/int8 are made from the fp32 file by edgekd.compress.quantize (docs/quantization.md); an int8 manifest
 # replaces this line with one naming its calibration set and the layers kept in fp32
@@ -18,15 +19,9 @@ QUANTIZATION = {
 }
 
 
-class TeacherStep(nn.Module):
-    """One denoising step of the teacher: (sample, int64 timestep [B]) -> epsilon. Exported for on-device DDIM."""
-
-    def __init__(self, unet: nn.Module):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return self.unet(sample, timestep).sample
+# one denoising step (sample, int64 timestep [B]) -> epsilon: the graph of the teacher step and of every O2MKD
+# student, defined once with the model contract (edgekd/models/spec.py)
+TeacherStep = EpsilonStep
 
 
 def export_onnx(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str],

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 
 from edgekd.errors import ParityError
-from edgekd.export.manifest import ParitySpec
-from edgekd.profile.generators import Generator
-from edgekd.profile.quality import max_abs_error, psnr
+from edgekd.manifest import ParitySpec
+from edgekd.runtime.generator import Generator
+from edgekd.metrics import max_abs_error, psnr
 
 
 def check_parity(reference: Generator, candidate: Generator, noise: torch.Tensor, seed: int, psnr_min: float,

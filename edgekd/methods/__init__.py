@@ -41,9 +41,15 @@ def register(name: str) -> Callable[[SetupFn], SetupFn]:
 
 def setup_method(recipe: "Recipe", teacher: "DiffusionTeacher", train: "TrajectorySet", heldout: "TrajectorySet",
                  device: torch.device) -> MethodSetup:
-    import edgekd.methods.denoising_student  # noqa: F401  (registers itself)
-    import edgekd.methods.adv_kd  # noqa: F401  (registers itself)
-    import edgekd.methods.o2mkd  # noqa: F401  (registers itself)
-    import edgekd.methods.gdd  # noqa: F401  (registers itself)
-
+    discover()
     return REGISTRY[recipe.method.name](recipe, teacher, train, heldout, device)
+
+
+def discover() -> dict[str, SetupFn]:
+    """Import every module of this package once, so each method registers itself: a new method is a new file."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    return REGISTRY

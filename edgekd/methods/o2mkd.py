@@ -140,8 +140,9 @@ class RangeSource:
 
 def diffuse(alphas_cumprod: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Forward diffusion q(x_t | x_0) with the teacher's noise schedule."""
-    a = alphas_cumprod.to(x0.device)[t].view(-1, 1, 1, 1).to(x0.dtype)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+    from edgekd.models.diffusion import add_noise
+
+    return add_noise(alphas_cumprod, x0, noise, t)
 
 
 def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, weighting: str) -> torch.Tensor:

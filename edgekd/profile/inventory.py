@@ -78,6 +78,8 @@ def run_specs(run_path: Path, steps_list: list[int], prefix: str = "", reference
                               "model": f"teacher DDIM-{steps}", "teacher": recipe.teacher.path,
                               "label": _label(prefix, f"teacher DDIM-{steps} {tag}")})
         elif facts["role"] == "router":
+            if manifest.with_name(manifest.name.replace("router", "student", 1)).is_file():
+                continue  # the same export, also described by its v3 student manifest (listed on its own)
             steps = int(facts["sampling"].get("steps", 0)) or None
             specs.append({**common, "group": "student", "steps": steps, "model": "student",
                           "label": _label(prefix, f"student {tag}")})
@@ -107,11 +109,12 @@ def skip_reason(spec: dict[str, Any]) -> str | None:
 
 
 def preimport(spec: dict[str, Any]) -> None:
-    """Import what opening ``spec`` needs (edgekd's generator classes, the runtime's Python package)."""
+    """Import what opening ``spec`` needs (edgekd's runtime layer, the runtime's Python package)."""
     import importlib
 
-    import edgekd.export.manifest  # noqa: F401  (edgekd.export's package import is heavy: seconds)
-    import edgekd.profile.generators  # noqa: F401  (pulls in diffusers for the DDIM loop)
+    import edgekd.manifest  # noqa: F401
+    import edgekd.profile.generators  # noqa: F401  (the runtime layer; diffusers for the torch teacher)
+    import edgekd.runtime  # noqa: F401
 
     module = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter",
               "torch": "edgekd.students"}.get(spec.get("runtime", ""))
@@ -120,44 +123,36 @@ def preimport(spec: dict[str, Any]) -> None:
 
 
 def open_spec(spec: dict[str, Any], threads: int | None = None) -> Any:
-    """A Generator (``generate(noise) -> images``) for a spec, at ``threads`` intra-op threads."""
-    from edgekd.profile import generators as g
+    """A Generator (``generate(noise) -> images``) for a spec through the runtime layer, at ``threads`` threads."""
+    from edgekd.runtime import open_generator, torch_generator
 
     if spec.get("skip"):
         raise EdgekdError(f"{spec['label']}: {spec['skip']}")
     kind = spec["kind"]
     if kind == "torch_teacher":
+        from edgekd.profile.generators import TorchTeacher
         from edgekd.teachers.diffusers_teacher import load_teacher
 
-        return g.TorchTeacher(load_teacher(spec["teacher"]), spec["steps"], spec.get("spacing", "trailing"))
+        return TorchTeacher(load_teacher(spec["teacher"]), spec["steps"], spec.get("spacing", "trailing"))
     if kind == "torch_student":
         from edgekd.rundir import RunDir
 
-        student = RunDir.open(Path(spec["run"])).student()
-        from edgekd.profile.o2mkd import is_router
-
-        return g.TorchRouter(student) if is_router(student) else g.TorchStudent(student)
+        return torch_generator(RunDir.open(Path(spec["run"])).student())
     if kind != "manifest":
         raise EdgekdError(f"unknown generator kind {kind!r}")
-    path, facts = Path(spec["path"]), spec["manifest"]
-    if facts["role"] == "router":
-        from edgekd.export.multi import router_generator
-
-        return router_generator(path, threads)
-    from edgekd.export.manifest import read_manifest
+    path = Path(spec["path"])
+    if spec["manifest"]["role"] != "teacher_step":
+        return open_generator(path, threads)
+    from edgekd.manifest import read_manifest
 
     m = read_manifest(path)
-    file = path.parent / m.model.file
-    if m.role == "teacher_step":
-        from edgekd.teachers.diffusers_teacher import load_teacher
+    if m.sampling.steps == spec["steps"]:
+        return open_generator(path, threads)
+    # the exported teacher step at another step count: the same scheduler, another DDIM schedule
+    from edgekd.profile.generators import _ddim
+    from edgekd.runtime.steppers import open_stepper
 
-        sched = m.sampling.scheduler or load_teacher(spec["teacher"]).scheduler_config
-        cls = {"onnx": g.OnnxTeacher, "tflite": g.TFLiteTeacher}.get(m.model.target)
-        if cls is None:
-            return g.CoreMLTeacher(file, sched, spec["steps"], spacing=spec.get("spacing", "trailing"))
-        return cls(file, sched, spec["steps"], threads, spec.get("spacing", "trailing"))
-    if m.model.target == "onnx":
-        return g.OnnxStudent(file, threads)
-    if m.model.target == "tflite":
-        return g.TFLiteStudent(file, threads)
-    return g.CoreMLStudent(file)
+    graphs = {g.name: open_stepper(m.target, path.parent / g.file, threads) for g in m.models}
+    sched = dict(m.sampling.scheduler or {})
+    spacing = sched.get("timestep_spacing", spec.get("spacing", "trailing"))
+    return _ddim(sched, spec["steps"], spacing, graphs, name=spec["model"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,15 @@ from edgekd.data import load_dataset
 from edgekd.distill import store_root
 from edgekd.export import image_crop
 from edgekd.grid import labelled_rows
+from edgekd.manifest import read_manifest
 from edgekd.noise import make_noise
-from edgekd.profile.generators import generate_batched
 from edgekd.profile.measure import REPEAT_BUDGET_S, count_macs, count_params, file_bytes, machine_threads, \
     measure_in_subprocess, thread_counts
 from edgekd.rundir import RunDir
+from edgekd.runtime import generate_batched
 from edgekd.teachers.diffusers_teacher import load_teacher
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
 from edgekd.train.checkpoint import atomic_write_json, atomic_write_text
-
-@dataclass
-class Row:
-    """A per-image row of the O2MKD per-step profile (profile/o2mkd.py builds one; the report uses dicts)."""
-
-    name: str
-    steps: int
-    params: int
-    macs_per_image: int
-    model_bytes: int
-    latency_ms: dict[str, float] = field(default_factory=dict)
-
 
 PROFILE_FORMAT = "edgekd.profile"
 PROFILE_VERSION = 2
@@ -98,7 +86,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {r['name']} | {r['manifest']['path']} | {r['precision']} | "
                          f"{r['manifest'].get('quantization') or '-'} | {parity_text(r['manifest'])} |")
     if report.get("per_step"):
-        from edgekd.profile.o2mkd import render_per_step
+        from edgekd.profile.per_step import render_per_step
 
         lines += render_per_step(report["per_step"], report.get("per_step_runtimes", []))
     lines.append("")
@@ -124,14 +112,15 @@ def parity_text(facts: dict[str, Any]) -> str:
 
 def _costs(spec: dict[str, Any], one: torch.Tensor, cache: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
     """(params, MACs per image, model bytes) of a spec, from the torch model it came from."""
-    from edgekd.profile.o2mkd import is_router
-
     run = spec["run"]
     if spec["group"] == "teacher":
         key = f"teacher:{spec['teacher']}"
         if key not in cache:
             t = load_teacher(spec["teacher"])
-            unet_dir = Path(spec["teacher"]) / "unet" if Path(spec["teacher"]).is_dir() else None
+            from edgekd.paths import resolve_builtin
+
+            unet_dir = resolve_builtin(spec["teacher"]) / "unet"
+            unet_dir = unet_dir if unet_dir.is_dir() else None  # a hub id: no local folder to measure
             cache[key] = (count_params(t.unet), count_macs(t.unet, one, torch.tensor([999])),
                           file_bytes(unet_dir) if unet_dir else None)
         params, macs_call, size = cache[key]
@@ -141,7 +130,7 @@ def _costs(spec: dict[str, Any], one: torch.Tensor, cache: dict[str, Any]) -> tu
     if key not in cache:
         student = RunDir.open(Path(run)).student()
         cache[key] = (count_params(student), count_macs(student, one), file_bytes(Path(run) / "student"),
-                      student.steps if is_router(student) else None)
+                      _student_steps(student) if _student_steps(student) > 1 else None)
     params, macs, size, steps = cache[key]
     spec.setdefault("steps", None)
     spec["steps"] = spec["steps"] or steps  # a routed (O2MKD) student runs its own DDIM-N loop
@@ -157,17 +146,22 @@ def _teacher_samples(recipe: Any, teacher: Any, steps: int, n: int, seed: int, b
     return torch.from_numpy(store.read(0, n)["x0"][:]).clamp(-1, 1)
 
 
-def _ensure_onnx(run: RunDir, router: bool) -> tuple[Path, Path]:
-    from edgekd.export import export_run
-    from edgekd.profile.o2mkd import router_manifest_path
+def _student_steps(student: Any) -> int:
+    """Network calls per image of a student as it describes itself (1, or an O2MKD student's DDIM-N)."""
+    return int(student.sampling().steps())
 
-    student_onnx = router_manifest_path(run) if router else run.exports / "onnx" / "student.onnx"
+
+def _ensure_onnx(run: RunDir) -> tuple[Path, Path]:
+    """The ONNX student and teacher step every profile includes (exported when missing)."""
+    from edgekd.export import export_run
+
+    student_manifest = run.exports / "onnx" / "student.manifest.json"
     teacher_onnx = run.exports / "onnx" / "teacher_step.onnx"
-    if not student_onnx.is_file():
+    if not student_manifest.is_file():
         export_run(run.path)
     if not teacher_onnx.is_file():
         export_run(run.path, teacher=True)
-    return student_onnx, teacher_onnx
+    return student_manifest, teacher_onnx
 
 
 def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: list[int] | None = None,
@@ -179,8 +173,6 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     from edgekd.profile import quality
     from edgekd.profile.features import describe, feature_network
     from edgekd.profile.inventory import all_specs, open_spec
-    from edgekd.profile.o2mkd import is_router
-
     run = RunDir.open(run_path)
     recipe = run.recipe()
     cfg = recipe.profile
@@ -192,10 +184,11 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     teacher = load_teacher(recipe.teacher.path)
     shape = teacher.sample_shape
     student = run.student()
-    router = is_router(student)  # O2MKD: N students routed by timestep inside a DDIM loop (profile/o2mkd.py)
-    if router:
-        steps_list = sorted(set(steps_list) | {student.steps})  # the teacher at the students' own step count
-    student_onnx, teacher_onnx = _ensure_onnx(run, router)
+    student_steps = _student_steps(student)  # > 1: O2MKD, several graphs routed by timestep in a DDIM loop
+    router = len(student.graphs()) > 1
+    if student_steps > 1:
+        steps_list = sorted(set(steps_list) | {student_steps})  # the teacher at the student's own step count
+    student_manifest, teacher_onnx = _ensure_onnx(run)
     specs = all_specs(run.path, steps_list)
     one = make_noise(cfg.fid_seed, 0, 1, shape)
 
@@ -249,17 +242,19 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         fake_f = quality.features(images, features.net)
         row["fid"] = quality.fid_from_features(real_f, fake_f)
         row["kid"], row["kid_std"] = quality.kid_from_features(real_f, fake_f, subset_size=kid_size)
-        ref = student.steps if (router and spec["group"] == "student" and spec["run_label"] == ".") else ref_steps
+        ref = student_steps if (student_steps > 1 and spec["group"] == "student" and spec["run_label"] == ".") \
+            else ref_steps
         row["psnr_reference"] = f"teacher DDIM-{ref} torch"
         same = spec["kind"] == "torch_teacher" and spec.get("reference") and spec["steps"] == ref
         row["psnr_vs_teacher"] = None if same else quality.psnr(teacher_images[ref], images)
         grid[row["name"]] = images[:GRID_IMAGES]
 
     per_step = per_step_runtimes = None
-    if router:
-        from edgekd.profile.o2mkd import profile_router
+    if router:  # several graphs: one network call of the teacher and of each graph (profile/per_step.py)
+        from edgekd.profile.per_step import profile_steps
 
-        _, per_step = profile_router(student, teacher, teacher_onnx, student_onnx, one, reps, thread_list)
+        name = f"{recipe.method.name} {len(student.graphs())} students DDIM-{student_steps}"
+        per_step = profile_steps(student, teacher, teacher_onnx, student_manifest, one, reps, thread_list, name)
         per_step_runtimes = ["torch", *[f"onnxruntime {t}t" for t in thread_list]]
     torch.set_num_threads(max(thread_list))
 
@@ -275,7 +270,8 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
                     "fid_data_floor": quality.fid_from_features(real_f, quality.features(train_real, features.net)),
                     "kid_subsets": 50, "kid_subset_size": kid_size,
                     "psnr_reference": f"the torch teacher with the most steps (DDIM-{ref_steps})"
-                                      + (f"; the router student: DDIM-{student.steps}" if router else "")},
+                                      + (f"; the {student_steps}-step student: DDIM-{student_steps}"
+                                         if student_steps > 1 else "")},
         "rows": rows, "per_step": per_step, "per_step_runtimes": per_step_runtimes,
         "device_rows": [], "grid": "samples.png",
     }

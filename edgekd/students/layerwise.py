@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekd.models.spec import OneStepGraphs
+
 
 def block_resolutions(input_size: int, num_blocks: int, up_blocks: list[int]) -> list[int]:
     """The output resolution of every block: the input size doubled at each up-block."""
@@ -61,7 +63,7 @@ class Head(nn.Module):
         return out * self.scale if self.scale != 1.0 else out
 
 
-class LayerwiseStudent(nn.Module):
+class LayerwiseStudent(OneStepGraphs, nn.Module):
     """Noise [N,C,S,S] -> image [N,C,S,S] in one pass of a growing conv trunk; per-block heads for training."""
 
     def __init__(self, image_channels: int, image_size: int, input_size: int, channels: list[int],
@@ -111,6 +113,10 @@ class LayerwiseStudent(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.head_modules[-1](h)
+
+    def outputs(self, noise: torch.Tensor) -> list[torch.Tensor]:
+        """Every head's image: what distillation and recovery compare (the last one is the student's output)."""
+        return self.heads(noise)
 
     def heads(self, noise: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Every head's output [N,C,r_k,r_k] for blocks 0..upto (default: all); later blocks are not run."""

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
+from edgekd.models.spec import DDIMLoop, GraphSpec, step_graph
 from edgekd.teachers.diffusers_teacher import ddim_sample, make_ddim
 
 
@@ -150,6 +151,16 @@ class O2MKDStudent(nn.Module):
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
         """Noise -> image: the deterministic DDIM loop with every step routed to its student."""
         return ddim_sample(self.scheduler_config, self.eps, noise, self.steps, self.spacing)[0]
+
+    # ------------------------------------------------------------------ describing (edgekd/models/spec.py)
+    def graphs(self) -> list[GraphSpec]:
+        """One (sample, timestep) -> epsilon graph per student, ``student_<i>``."""
+        return [step_graph(f"student_{i}", unet, self.sample_shape, (lo + hi) // 2)
+                for i, ((lo, hi), unet) in enumerate(zip(self.ranges(), self.unets))]
+
+    def sampling(self) -> DDIMLoop:
+        return DDIMLoop(dict(self.scheduler_config), self.steps, self.spacing,
+                        tuple(f"student_{i}" for i in range(self.num_students)), tuple(self.boundaries))
 
     # ------------------------------------------------------------------ saving
     def export_config(self) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekd.models.spec import OneStepGraphs
 
-class OneStepUNetStudent(nn.Module):
+
+class OneStepUNetStudent(OneStepGraphs, nn.Module):
     """``alpha_bar`` set (GDD's generator): x0 = (z - sqrt(1 - alpha_bar) * eps) / sqrt(alpha_bar), the teacher's
     own x0 prediction at ``timestep``, clamped to [-1, 1] in eval mode (what DDIM's clip_sample does, and what the
     export computes) and left raw in train mode, so a discriminator sees and penalises out-of-range pixels and
@@ -23,6 +25,7 @@ class OneStepUNetStudent(nn.Module):
         super().__init__()
         self.unet = unet
         self.timestep = int(timestep)
+        self.graph_timestep = self.timestep
         self.alpha_bar = None if alpha_bar is None else float(alpha_bar)
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
