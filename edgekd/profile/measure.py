@@ -218,10 +218,12 @@ def measure_in_subprocess(spec: dict[str, Any], seed: int, shape: tuple[int, ...
 
 def _worker() -> int:
     """Subprocess entry: read a job as JSON on stdin, print one JSON Measurement line."""
-    from edgekd.cli import quiet_libraries
+    import logging
+
     from edgekd.noise import make_noise
 
-    quiet_libraries()
+    os.environ.setdefault("NNCF_CI", "1")
+    logging.disable(logging.WARNING)  # library chatter goes to stderr anyway; stdout carries one JSON line
     job = json.loads(sys.stdin.read())
     noise = make_noise(job["seed"], 0, 1, tuple(job["shape"]))
     m = measure_generator(job["spec"], noise, job["threads"], job["repeats"], job["warmup"])
