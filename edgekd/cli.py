@@ -62,13 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also copy the model + manifest where that sample app reads it (apps/<app>/...)")
     p.add_argument("--apps-dir", default=None, help="the apps/ folder for --into-app (default: beside edgekd)")
 
-    p = sub.add_parser("profile", help="student against teacher: latency, size, MACs, FID, PSNR")
+    p = sub.add_parser("profile", help="every generator of a run on the same noise: latency, memory, size, MACs, FID, KID, PSNR")
     p.add_argument("run")
     p.add_argument("--fid-samples", type=int, default=None)
     p.add_argument("--teacher-steps", type=int, nargs="+", default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--import", dest="import_file", default=None, metavar="FILE.json",
                    help="merge a device benchmark from a sample app (docs/device-benchmark.md) instead of profiling")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="thread counts to time (default: recipe profile.threads; capped by the machine's cores)")
+    p.add_argument("--inception", default=None, metavar="PATH",
+                   help="FID/KID with a local Inception: a TorchScript file (NVlabs inception-2015-12-05.pt) or an "
+                        "ONNX feature extractor (default: edgekd's Fashion-MNIST classifier)")
+
+    p = sub.add_parser("report", help="render RUN/report/index.html and report.md (plots, grids, exports, devices)")
+    p.add_argument("run")
+    p.add_argument("--profile", action="store_true", help="profile the run first (also done when it has no profile)")
+    p.add_argument("--fid-samples", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--inception", default=None, metavar="PATH", help="as for `edgekd profile`")
 
     p = sub.add_parser("demo", help="serve the web app with a run's exported model on 127.0.0.1 (Ctrl-C stops)")
     p.add_argument("run")
@@ -175,8 +187,13 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "profile":
         from edgekd.profile.run import profile_run
 
-        profile_run(Path(args.run), fid_samples=args.fid_samples, teacher_steps=args.teacher_steps, repeats=args.repeats)
+        profile_run(Path(args.run), fid_samples=args.fid_samples, teacher_steps=args.teacher_steps, repeats=args.repeats,
+                    threads=args.threads, inception=args.inception)
         return 0
+    if args.command == "report":
+        from edgekd.report.cli import report_command
+
+        return report_command(Path(args.run), args.profile, args.fid_samples, args.repeats, args.inception)
     raise AssertionError(args.command)
 
 

@@ -30,8 +30,11 @@ def quickstart(run_dir: Path, overrides: list[str], resume: bool = False) -> int
         export_run(path, target=target)
     export_run(path, teacher=True)
     profile_run(path)
+    from edgekd.report import render_report
+
+    html_path, _ = render_report(path)
     print(f"quickstart finished in {(time.time() - started) / 60:.1f} min: student {path / 'student'}, "
-          f"ONNX {path / 'exports/onnx/student.onnx'}, report {path / 'report/profile.md'}")
+          f"ONNX {path / 'exports/onnx/student.onnx'}, report {html_path}")
     return 0
 
 

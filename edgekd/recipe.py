@@ -304,7 +304,7 @@ class ProfileConfig(Strict):
     fid_seed: int = 5_000_000
     feature_net: str = "builtin:fid/fmnist-classifier"
     latency_repeats: int = Field(15, ge=1)
-    threads: list[int] = Field(default_factory=lambda: [1, 2])
+    threads: list[int] = Field(default_factory=lambda: [1, 2, 4])  # capped by the cores (profile/measure.py)
     batch_size: int = Field(128, ge=1)
 
 

@@ -80,9 +80,10 @@ def test_parity_gate_rejects_a_wrong_model(finished_run: Path, tmp_path: Path) -
 def test_profile_prints_table_and_writes_reports(finished_run: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["profile", str(finished_run)]) == 0
     out = capsys.readouterr().out
-    assert "| teacher DDIM-3 |" in out and "| student |" in out and "Speed-up" in out
+    assert "| teacher DDIM-3 torch |" in out and "| student onnxruntime |" in out and "Speed-up" in out
     report = json.loads((finished_run / "report" / "profile.json").read_text())
-    teacher, student = report["rows"]
+    rows = {r["name"]: r for r in report["rows"]}
+    teacher, student = rows["teacher DDIM-3 torch"], rows["student onnxruntime"]
     assert teacher["fid"] > 0 and student["fid"] > 0 and student["psnr_vs_teacher"] is not None
     from edgekd.profile.measure import count_macs
     from edgekd.teachers.diffusers_teacher import load_teacher
@@ -92,10 +93,10 @@ def test_profile_prints_table_and_writes_reports(finished_run: Path, capsys: pyt
     assert one_call > 0 and teacher["macs_per_image"] == 3 * one_call  # DDIM-3: three network calls per image
     assert 0 < student["macs_per_image"] < teacher["macs_per_image"]
     assert teacher["params"] == sum(p.numel() for p in unet.parameters())
-    for runtime in report["runtimes"]:
-        assert teacher["latency_ms"][runtime] > 0 and student["latency_ms"][runtime] > 0
-        assert report["speedup"]["teacher DDIM-3"][runtime] == pytest.approx(
-            teacher["latency_ms"][runtime] / student["latency_ms"][runtime])
+    for key in (f"{t}t" for t in report["threads"]):
+        assert teacher["latency_ms"][key] > 0 and student["latency_ms"][key] > 0
+        assert student["speedup"]["teacher DDIM-3 torch"][key] == pytest.approx(
+            teacher["latency_ms"][key] / student["latency_ms"][key])
     assert (finished_run / "report" / "profile.md").read_text().count("|") > 20
     assert (finished_run / "report" / "samples.png").stat().st_size > 1000
 

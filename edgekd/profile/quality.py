@@ -11,7 +11,9 @@ import math
 
 import torch
 from torch import Tensor
+from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from edgekd.metrics import max_abs_error, psnr  # noqa: F401  (moved to edgekd/metrics; importable here as before)
 from edgekd.profile.classifier import FashionClassifier, FeatureNet, evaluate_accuracy, to_classifier_input
@@ -60,6 +62,67 @@ def fid(real: Tensor, fake: Tensor, feature_net: FeatureNet, batch_size: int = 2
     return max(value, 0.0)
 
 
+class _Precomputed(nn.Module):
+    """Identity "feature network": lets torchmetrics' FID/KID take features computed once (the real set's
+    features are shared by every generator of a profile instead of being recomputed per metric and row)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+@torch.no_grad()
+def features(images: Tensor, feature_net: nn.Module, batch_size: int = 256) -> Tensor:
+    """Feature vectors [N, D] (float64) of images [N, C, H, W] in [-1, 1] (clamped, as when saved)."""
+    _check_images("images", images)
+    out = [feature_net(images[i : i + batch_size].float().clamp(-1.0, 1.0)).double()
+           for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+def fid_from_features(real: Tensor, fake: Tensor) -> float:
+    """FID (torchmetrics' Fréchet distance) between two feature sets [N, D]."""
+    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), normalize=True)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return max(float(metric.compute()), 0.0)
+
+
+def kid_subset_size(n_real: int, n_fake: int, wanted: int = 1000) -> int:
+    """torchmetrics' KID subset size: its default 1000, or the smaller set's size when fewer images exist."""
+    return max(2, min(wanted, n_real, n_fake))
+
+
+def kid_from_features(real: Tensor, fake: Tensor, subsets: int = 50, subset_size: int | None = None,
+                      seed: int = 0) -> tuple[float, float]:
+    """KID (torchmetrics' unbiased polynomial-kernel MMD^2): (mean, std) over random subsets.
+
+    KID is unbiased for small sample counts, where FID is biased upwards, so it is the fairer number for the
+    few hundred images a CPU profile generates. The subsets are drawn with a fixed seed: reruns agree.
+    """
+    size = subset_size or kid_subset_size(len(real), len(fake))
+    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
+                                     normalize=True)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def kid(real: Tensor, fake: Tensor, feature_net: nn.Module, subsets: int = 50, subset_size: int | None = None,
+        batch_size: int = 256) -> tuple[float, float]:
+    """KID (mean, std) between image sets [N, C, H, W] in [-1, 1], next to ``fid`` with the same feature network."""
+    _check_images("real", real)
+    _check_images("fake", fake)
+    return kid_from_features(features(real, feature_net, batch_size), features(fake, feature_net, batch_size),
+                             subsets, subset_size)
+
+
 def _as_classifier(model: FashionClassifier | FeatureNet) -> FashionClassifier:
     return model.classifier if isinstance(model, FeatureNet) else model
 
@@ -91,4 +154,5 @@ def class_histogram(model: FashionClassifier | FeatureNet, images: Tensor, batch
     return counts / max(1, images.shape[0])
 
 
-__all__ = ["class_histogram", "classifier_accuracy", "fid", "max_abs_error", "psnr"]
+__all__ = ["class_histogram", "classifier_accuracy", "features", "fid", "fid_from_features", "kid", "kid_from_features",
+           "max_abs_error", "psnr"]

@@ -1,106 +1,159 @@
-"""``edgekd profile RUN``: every generator (teacher DDIM-N, student in torch and onnxruntime) on the same noise.
+"""``edgekd profile RUN``: every generator of a run on the same noise, with its costs and its quality.
 
-Writes report/profile.json, report/profile.md and report/samples.png (teacher and student side by side on the
-same noise), and prints the table. Latencies are per image at batch 1 (what a phone does), medians of repeats;
-speed-ups are teacher over student measured in the same run, the same runtime and the same thread count.
+Generators (``profile/inventory.py``): the teacher in torch at each step count, the student in torch, every export
+(each target and precision, the teacher's exported step at each step count) and every derived run under
+``compressed/``. Each is measured in a fresh subprocess (``profile/measure.py``: load + first run, latency median
+and p90 of repeats after warm-up at 1/2/4 threads capped by the machine, peak RSS), then generates the FID images
+on the same noise here: FID and KID against the real test set, PSNR against the teacher on the same noise.
+
+Writes report/profile.json (format ``edgekd.profile`` 2; device rows merged by ``--import`` are kept), report/
+profile.md and report/samples.png (every generator on the same noise); ``edgekd report`` renders them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from edgekd import __version__
 from edgekd.data import load_dataset
+from edgekd.distill import store_root
 from edgekd.export import image_crop
 from edgekd.grid import labelled_rows
 from edgekd.manifest import read_manifest
 from edgekd.noise import make_noise
-from edgekd.profile.generators import OnnxTeacher, TorchTeacher
-from edgekd.profile.measure import count_macs, count_params, file_bytes, latency_ms
-from edgekd.distill import store_root
+from edgekd.profile.measure import REPEAT_BUDGET_S, count_macs, count_params, file_bytes, machine_threads, \
+    measure_in_subprocess, thread_counts
 from edgekd.rundir import RunDir
-from edgekd.runtime import generate_batched, open_generator, torch_generator
+from edgekd.runtime import generate_batched
 from edgekd.teachers.diffusers_teacher import load_teacher
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
 from edgekd.train.checkpoint import atomic_write_json, atomic_write_text
 
-
-@dataclass
-class Row:
-    name: str
-    steps: int
-    params: int
-    macs_per_image: int
-    model_bytes: int
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    fid: float | None = None
-    psnr_vs_teacher: float | None = None
+PROFILE_FORMAT = "edgekd.profile"
+PROFILE_VERSION = 2
+GRID_IMAGES = 8
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def render_markdown(report: dict) -> str:
-    runtimes = report["runtimes"]
-    head = ["generator", "steps", "params", "MACs/img", "model MB", *[f"{r} ms/img" for r in runtimes],
-            f"FID ({report['fid_samples']})", "PSNR vs teacher dB"]
+def _mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.1f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The profile as Markdown tables: every generator, speed-ups over the teacher rows, the exports."""
+    threads = report["threads"]
+    q = report["quality"]
+    top = f"{max(threads)}t"
+    head = ["generator", "runtime", "precision", "steps", "params", "MACs/img", "model MB", "first run ms",
+            *[f"{t}t median ms" for t in threads], f"{top} p90 ms", "peak RSS MB", f"FID ({q['samples']})",
+            "KID x1e3", "PSNR dB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
-        cells = [row["name"], str(row["steps"]), f"{row['params'] / 1e6:.3f}M", f"{row['macs_per_image'] / 1e6:.1f}M",
-                 f"{row['model_bytes'] / 1e6:.2f}", *[_fmt(row["latency_ms"].get(r), 2) for r in runtimes],
-                 _fmt(row["fid"], 2), _fmt(row["psnr_vs_teacher"], 1)]
+        lat = row.get("latency_ms") or {}
+        cells = [row["name"], row["runtime"], row["precision"], str(row.get("steps") or 1),
+                 "-" if row.get("params") is None else f"{row['params'] / 1e6:.3f}M",
+                 "-" if row.get("macs_per_image") is None else f"{row['macs_per_image'] / 1e6:.1f}M",
+                 "-" if row.get("model_bytes") is None else f"{row['model_bytes'] / 1e6:.2f}",
+                 _fmt(row.get("first_run_ms"), 0), *[_fmt(lat.get(f"{t}t"), 2) for t in threads],
+                 _fmt((row.get("latency_p90_ms") or {}).get(top), 2), _mb(row.get("peak_rss_bytes")),
+                 _fmt(row.get("fid"), 2), _fmt(None if row.get("kid") is None else row["kid"] * 1e3, 2),
+                 _fmt(row.get("psnr_vs_teacher"), 1)]
+        if row.get("skipped"):
+            cells[7:] = [f"not run: {row['skipped']}"] + [""] * (len(cells) - 8)
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Speed-up of the student over each teacher (same runtime, same threads, measured in this run):")
-    lines.append("")
-    lines.append("| teacher | " + " | ".join(runtimes) + " |")
-    lines.append("|---|" + "---|" * len(runtimes))
-    for name, ratios in report["speedup"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{ratios[r]:.0f}x" if r in ratios else "-" for r in runtimes) + " |")
+    teachers = [r["name"] for r in report["rows"] if r["group"] == "teacher" and r.get("reference")]
+    others = [r for r in report["rows"] if not r.get("reference") and r.get("speedup")]
+    if teachers and others:
+        lines += ["", f"Speed-up over each teacher row ({top}, median latency, measured in this run):", "",
+                  "| generator | " + " | ".join(teachers) + " |", "|---|" + "---|" * len(teachers)]
+        for r in others:
+            lines.append(f"| {r['name']} | " + " | ".join(
+                _fmt(r["speedup"].get(t, {}).get(top), 1) + "x" if r["speedup"].get(t, {}).get(top) else "-"
+                for t in teachers) + " |")
+    exports = [r for r in report["rows"] if r.get("manifest")]
+    if exports:
+        lines += ["", "Exports (from their manifests):", "",
+                  "| generator | file | precision | quantization | parity |", "|---|---|---|---|---|"]
+        for r in exports:
+            lines.append(f"| {r['name']} | {r['manifest']['path']} | {r['precision']} | "
+                         f"{r['manifest'].get('quantization') or '-'} | {parity_text(r['manifest'])} |")
     if report.get("per_step"):
         from edgekd.profile.per_step import render_per_step
 
-        lines += render_per_step(report["per_step"], runtimes)
+        lines += render_per_step(report["per_step"], report.get("per_step_runtimes", []))
     lines.append("")
-    lines.append(f"FID: {report['fid_samples']} generated images against {report['fid_real']} real Fashion-MNIST test "
-                 f"images, features from {report['feature_net']} (test accuracy {report['feature_net_accuracy']}). "
-                 f"Real train images against the same test images score {_fmt(report['fid_data_floor'], 2)} (the floor).")
-    lines.append(f"Latency: batch 1, median of {report['repeats']} repeats, {report['machine']}.")
+    lines.append(f"Quality: {q['samples']} generated images per generator on the same noise (seed {q['seed']}) "
+                 f"against {q['real']} real test images; features: {q['feature_net']}. FID of {q['samples']} real "
+                 f"train images against the same test images: {_fmt(q.get('fid_data_floor'), 2)} (the floor). KID: "
+                 f"torchmetrics, {q['kid_subsets']} subsets of {q['kid_subset_size']}. PSNR: against "
+                 f"{q['psnr_reference']} on the same noise.")
+    lines.append(f"Latency: per image at batch 1, median (and p90) of up to {report['repeats']} calls (at least 5; "
+                 f"fewer for slow generators, ~{report.get('repeat_budget_s', 4.0):.0f} s per thread count) after "
+                 f"{report['warmup']} warm-up call(s), per thread count; first run = model load + first call in a "
+                 f"fresh process; peak RSS = that process's high-water mark (VmHWM). {report['machine']}.")
     return "\n".join(lines) + "\n"
 
 
-def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: list[int] | None = None,
-                repeats: int | None = None, threads: list[int] | None = None) -> dict:
-    """Profile a run's student against its teacher; returns the report dict (also written to disk)."""
-    from edgekd.export import export_run
-    from edgekd.profile.classifier import FeatureNet, load_classifier
-    from edgekd.profile.quality import fid, psnr
+def parity_text(facts: dict[str, Any]) -> str:
+    p = facts.get("parity")
+    if p:
+        return (f"{'passed' if p.get('passed') else 'FAILED'} {p.get('psnr_db', float('nan')):.1f} dB, max err "
+                f"{p.get('max_abs_error', float('nan')):.1e} ({p.get('runtime', '?')})")
+    return f"skipped: {facts.get('parity_skipped') or 'none recorded'}"
 
-    run = RunDir.open(run_path)
-    recipe = run.recipe()
-    cfg = recipe.profile
-    n_fid = fid_samples or cfg.fid_samples
-    steps_list = sorted(set(teacher_steps or cfg.teacher_steps))
-    reps = repeats or cfg.latency_repeats
-    thread_list = threads or cfg.threads
-    teacher = load_teacher(recipe.teacher.path)
+
+def _costs(spec: dict[str, Any], one: torch.Tensor, cache: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
+    """(params, MACs per image, model bytes) of a spec, from the torch model it came from."""
+    run = spec["run"]
+    if spec["group"] == "teacher":
+        key = f"teacher:{spec['teacher']}"
+        if key not in cache:
+            t = load_teacher(spec["teacher"])
+            from edgekd.paths import resolve_builtin
+
+            unet_dir = resolve_builtin(spec["teacher"]) / "unet"
+            unet_dir = unet_dir if unet_dir.is_dir() else None  # a hub id: no local folder to measure
+            cache[key] = (count_params(t.unet), count_macs(t.unet, one, torch.tensor([999])),
+                          file_bytes(unet_dir) if unet_dir else None)
+        params, macs_call, size = cache[key]
+        size = spec["manifest"]["bytes"] if spec.get("manifest") else size
+        return params, macs_call * int(spec["steps"]), size
+    key = f"student:{run}"
+    if key not in cache:
+        student = RunDir.open(Path(run)).student()
+        cache[key] = (count_params(student), count_macs(student, one), file_bytes(Path(run) / "student"),
+                      _student_steps(student) if _student_steps(student) > 1 else None)
+    params, macs, size, steps = cache[key]
+    spec.setdefault("steps", None)
+    spec["steps"] = spec["steps"] or steps  # a routed (O2MKD) student runs its own DDIM-N loop
+    return params, macs, spec["manifest"]["bytes"] if spec.get("manifest") else size
+
+
+def _teacher_samples(recipe: Any, teacher: Any, steps: int, n: int, seed: int, batch: int) -> torch.Tensor:
+    """The torch teacher's images on the FID noise, from (and into) the trajectory store: re-profiling is cheap."""
     shape = teacher.sample_shape
-    student = run.student()
-    # the student as it describes itself: one step, or a DDIM loop over its graphs (several: a per-step table)
-    sampling, graphs = student.sampling(), student.graphs()
-    student_steps = sampling.steps()
-    if student_steps > 1:
-        steps_list = sorted(set(steps_list) | {student_steps})  # the teacher at the student's own step count
-        name = f"{recipe.method.name} {len(graphs)} students DDIM-{student_steps}"
-    else:
-        name = "student"
+    store = TrajectoryStore(store_root(recipe), TrajectorySpec(teacher.fingerprint, steps,
+                                                               recipe.teacher.timestep_spacing, 0.0, seed, (), shape))
+    store.ensure(teacher, n, shard_size=max(n, 1), batch_size=batch)
+    return torch.from_numpy(store.read(0, n)["x0"][:]).clamp(-1, 1)
+
+
+def _student_steps(student: Any) -> int:
+    """Network calls per image of a student as it describes itself (1, or an O2MKD student's DDIM-N)."""
+    return int(student.sampling().steps())
+
+
+def _ensure_onnx(run: RunDir) -> tuple[Path, Path]:
+    """The ONNX student and teacher step every profile includes (exported when missing)."""
+    from edgekd.export import export_run
 
     student_manifest = run.exports / "onnx" / "student.manifest.json"
     teacher_onnx = run.exports / "onnx" / "teacher_step.onnx"
@@ -108,90 +161,131 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         export_run(run.path)
     if not teacher_onnx.is_file():
         export_run(run.path, teacher=True)
-    manifest = read_manifest(student_manifest)
+    return student_manifest, teacher_onnx
 
+
+def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: list[int] | None = None,
+                repeats: int | None = None, threads: list[int] | None = None, inception: str | None = None,
+                warmup: int = 1) -> dict[str, Any]:
+    """Profile every generator of a run; returns the report dict (also written to RUN/report/)."""
+    from tqdm.auto import tqdm
+
+    from edgekd.profile import quality
+    from edgekd.profile.features import describe, feature_network
+    from edgekd.profile.inventory import all_specs, open_spec
+    run = RunDir.open(run_path)
+    recipe = run.recipe()
+    cfg = recipe.profile
+    n_fid = fid_samples or cfg.fid_samples
+    reps = repeats or cfg.latency_repeats
+    thread_list = thread_counts(threads or cfg.threads)
+    steps_list = sorted(set(teacher_steps or cfg.teacher_steps))
+    features = feature_network(inception, cfg.feature_net)  # fail on a bad --inception before any work
+    teacher = load_teacher(recipe.teacher.path)
+    shape = teacher.sample_shape
+    student = run.student()
+    student_steps = _student_steps(student)  # > 1: O2MKD, several graphs routed by timestep in a DDIM loop
+    router = len(student.graphs()) > 1
+    if student_steps > 1:
+        steps_list = sorted(set(steps_list) | {student_steps})  # the teacher at the student's own step count
+    student_manifest, teacher_onnx = _ensure_onnx(run)
+    specs = all_specs(run.path, steps_list)
     one = make_noise(cfg.fid_seed, 0, 1, shape)
-    runtimes = ["torch", *[f"onnxruntime {t}t" for t in thread_list]]
-    n_threads = torch.get_num_threads()
 
-    # ---- costs
-    t_steps_max = max(steps_list)
-    teacher_macs = count_macs(teacher.unet, one, torch.tensor([999]))
-    rows: list[Row] = []
-    for steps in steps_list:
-        row = Row(f"teacher DDIM-{steps}", steps, count_params(teacher.unet), teacher_macs * steps, file_bytes(teacher_onnx))
-        row.latency_ms["torch"] = latency_ms(TorchTeacher(teacher, steps, recipe.teacher.timestep_spacing), one, reps)
-        for t in thread_list:
-            gen = OnnxTeacher(teacher_onnx, teacher.scheduler_config, steps, t, recipe.teacher.timestep_spacing)
-            row.latency_ms[f"onnxruntime {t}t"] = latency_ms(gen, one, reps)
+    # ---- costs: each generator alone in a fresh process (memory, first run), medians of repeats after warm-up
+    rows: list[dict[str, Any]] = []
+    cache: dict[str, Any] = {}
+    bar = tqdm(specs, desc="latency + memory", unit="gen", dynamic_ncols=True, leave=False)
+    for spec in bar:
+        bar.set_postfix_str(spec["label"][-40:])
+        params, macs, size = _costs(spec, one, cache)  # (also fills a routed student's step count)
+        row = {"name": spec["label"], "group": spec["group"], "reference": bool(spec.get("reference")),
+               "run": spec["run_label"], "runtime": spec["runtime"], "precision": spec["precision"],
+               "steps": spec.get("steps"), "params": params, "macs_per_image": macs, "model_bytes": size,
+               "manifest": None, "skipped": spec.get("skip"), "latency_ms": {}, "latency_p90_ms": {}}
+        if spec.get("manifest"):
+            row["manifest"] = {**{k: spec["manifest"][k] for k in ("target", "quantization", "parity",
+                                                                  "parity_skipped", "format_version")},
+                               "path": str(Path(spec["path"]).relative_to(run.path))}
+        if not row["skipped"]:
+            m = measure_in_subprocess({k: v for k, v in spec.items()}, cfg.fid_seed, shape, thread_list, reps, warmup)
+            row.update(load_ms=m.load_ms, first_run_ms=m.first_run_ms, latency_ms=m.latency_ms, repeats=m.repeats,
+                       latency_p90_ms=m.latency_p90_ms, baseline_rss_bytes=m.baseline_rss_bytes,
+                       peak_rss_bytes=m.peak_rss_bytes, arena_bytes=m.arena_bytes,
+                       arena_note=m.arena_note or "not reported by this runtime's Python API")
         rows.append(row)
-    srow = Row(name, student_steps, count_params(student), count_macs(student, one), manifest.total_bytes)
-    srow.latency_ms["torch"] = latency_ms(torch_generator(student), one, reps)
-    for t in thread_list:
-        srow.latency_ms[f"onnxruntime {t}t"] = latency_ms(open_generator(student_manifest, t), one, reps)
-    per_step = None
-    if len(graphs) > 1:
-        from edgekd.profile.per_step import profile_steps
+    bar.close()
+    reference_rows = [r for r in rows if r["reference"] and not r["skipped"]]
+    for row in rows:
+        if row["latency_ms"] and not row["reference"]:
+            row["speedup"] = {t["name"]: {k: t["latency_ms"][k] / v for k, v in row["latency_ms"].items()
+                                          if k in t["latency_ms"] and v > 0} for t in reference_rows}
 
-        per_step = profile_steps(student, teacher, teacher_onnx, student_manifest, one, reps, thread_list, name)
-    torch.set_num_threads(n_threads)
-
-    # ---- quality: teacher samples come from (and go into) the trajectory store, so re-profiling is cheap
-    root = store_root(recipe)
-    samples: dict[int, torch.Tensor] = {}
-    for steps in steps_list:
-        store = TrajectoryStore(root, TrajectorySpec(teacher.fingerprint, steps, recipe.teacher.timestep_spacing,
-                                                     0.0, cfg.fid_seed, (), shape))
-        store.ensure(teacher, n_fid, shard_size=max(n_fid, 1), batch_size=cfg.batch_size)
-        samples[steps] = torch.from_numpy(store.read(0, n_fid)["x0"][:]).clamp(-1, 1)
+    # ---- quality: every generator on the same noise; teacher torch images come from the trajectory store
     noise = make_noise(cfg.fid_seed, 0, n_fid, shape)
-    # quality is judged on what users see: outputs clipped to [-1, 1] as the manifest's to_pixels does
-    student_gen = open_generator(student_manifest)
-    student_out = generate_batched(student_gen, noise, cfg.batch_size, progress="student (onnxruntime)").clamp(-1, 1)
-    feature_net = FeatureNet(load_classifier(cfg.feature_net))
     real = load_dataset(recipe.data.model_copy(update={"split": "test", "limit": None}))
     train_real = load_dataset(recipe.data.model_copy(update={"split": "train", "limit": n_fid}))
-    reference = samples[t_steps_max]
-    for row, steps in zip(rows, steps_list):
-        row.fid = fid(real, samples[steps], feature_net)
-        row.psnr_vs_teacher = None if steps == t_steps_max else psnr(reference, samples[steps])
-    srow.fid = fid(real, student_out, feature_net)
-    srow.psnr_vs_teacher = psnr(samples[student_steps] if student_steps > 1 else reference, student_out)
-    rows.append(srow)
+    real_f = quality.features(real, features.net)
+    kid_size = quality.kid_subset_size(len(real), n_fid)
+    ref_steps = max(steps_list)
+    teacher_images = {s: _teacher_samples(recipe, teacher, s, n_fid, cfg.fid_seed, cfg.batch_size) for s in steps_list}
+    grid: dict[str, torch.Tensor] = {}
+    for spec, row in tqdm(list(zip(specs, rows)), desc="quality (FID/KID/PSNR)", unit="gen", dynamic_ncols=True,
+                          leave=False):
+        if row["skipped"]:
+            continue
+        if spec["kind"] == "torch_teacher" and spec.get("reference"):
+            images = teacher_images[spec["steps"]]
+        else:
+            torch.set_num_threads(max(thread_list))
+            images = generate_batched(open_spec(spec, threads=max(thread_list)), noise, cfg.batch_size).clamp(-1, 1)
+        fake_f = quality.features(images, features.net)
+        row["fid"] = quality.fid_from_features(real_f, fake_f)
+        row["kid"], row["kid_std"] = quality.kid_from_features(real_f, fake_f, subset_size=kid_size)
+        ref = student_steps if (student_steps > 1 and spec["group"] == "student" and spec["run_label"] == ".") \
+            else ref_steps
+        row["psnr_reference"] = f"teacher DDIM-{ref} torch"
+        same = spec["kind"] == "torch_teacher" and spec.get("reference") and spec["steps"] == ref
+        row["psnr_vs_teacher"] = None if same else quality.psnr(teacher_images[ref], images)
+        grid[row["name"]] = images[:GRID_IMAGES]
 
-    speedup = {r.name: {rt: r.latency_ms[rt] / srow.latency_ms[rt] for rt in runtimes} for r in rows[:-1]}
-    accuracy = _classifier_accuracy(cfg.feature_net)
+    per_step = per_step_runtimes = None
+    if router:  # several graphs: one network call of the teacher and of each graph (profile/per_step.py)
+        from edgekd.profile.per_step import profile_steps
+
+        name = f"{recipe.method.name} {len(student.graphs())} students DDIM-{student_steps}"
+        per_step = profile_steps(student, teacher, teacher_onnx, student_manifest, one, reps, thread_list, name)
+        per_step_runtimes = ["torch", *[f"onnxruntime {t}t" for t in thread_list]]
+    torch.set_num_threads(max(thread_list))
+
+    report_dir = run.report_dir
     report = {
+        "format": PROFILE_FORMAT, "format_version": PROFILE_VERSION,
         "edgekd_version": __version__, "run": str(run.path), "recipe": recipe.name, "teacher": recipe.teacher.path,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-        "runtimes": runtimes, "repeats": reps, "fid_samples": n_fid, "fid_real": len(real),
-        "feature_net": cfg.feature_net, "feature_net_accuracy": accuracy,
-        "fid_data_floor": fid(real, train_real, feature_net),
-        "rows": [asdict(r) for r in rows], "speedup": speedup, "per_step": per_step,
+        "machine": f"{platform.processor() or platform.machine()}, {machine_threads()} cores usable, "
+                   f"{platform.system()}, Python {platform.python_version()}, torch {torch.__version__}",
+        "threads": thread_list, "repeats": reps, "warmup": warmup, "repeat_budget_s": REPEAT_BUDGET_S,
+        "quality": {"samples": n_fid, "seed": cfg.fid_seed, "real": len(real), **describe(features),
+                    "fid_data_floor": quality.fid_from_features(real_f, quality.features(train_real, features.net)),
+                    "kid_subsets": 50, "kid_subset_size": kid_size,
+                    "psnr_reference": f"the torch teacher with the most steps (DDIM-{ref_steps})"
+                                      + (f"; the {student_steps}-step student: DDIM-{student_steps}"
+                                         if student_steps > 1 else "")},
+        "rows": rows, "per_step": per_step, "per_step_runtimes": per_step_runtimes,
+        "device_rows": [], "grid": "samples.png",
     }
     from edgekd.profile.device_import import ROWS_KEY, carry_over, with_device_section
 
-    report = carry_over(run.report_dir, report)  # rows imported from device benchmarks survive a re-profile
-    run.report_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run.report_dir / "profile.json", report)
+    report = carry_over(report_dir, report)  # rows imported from device benchmarks survive a re-profile
+    report_dir.mkdir(parents=True, exist_ok=True)
+    labelled_rows(grid, report_dir / "samples.png", crop=image_crop(recipe))
+    atomic_write_json(report_dir / "profile.json", report)
     markdown = render_markdown(report)
-    atomic_write_text(run.report_dir / "profile.md", with_device_section(
-        f"# edgekd profile: {recipe.name}\n\n" + markdown + "\n![teacher and student on the same noise](samples.png)\n",
+    atomic_write_text(report_dir / "profile.md", with_device_section(
+        f"# edgekd profile: {recipe.name}\n\n" + markdown + "\n![every generator on the same noise](samples.png)\n",
         report.get(ROWS_KEY, [])))
-    grid_rows = {f"teacher DDIM-{s}": samples[s][:16] for s in steps_list}
-    grid_rows[srow.name if student_steps > 1 else "student (1 step)"] = student_out[:16]
-    labelled_rows(grid_rows, run.report_dir / "samples.png", crop=image_crop(recipe))
     print(markdown)
-    print(f"report: {run.report_dir / 'profile.md'}")
+    print(f"report: {report_dir / 'profile.md'} (render the HTML report with `edgekd report {run.path}`)")
     return report
 
-
-def _classifier_accuracy(path: str) -> str:
-    from edgekd.paths import resolve_builtin
-
-    try:
-        info = json.loads((resolve_builtin(path) / "config.json").read_text())
-        return f"{100 * float(info['test_accuracy']):.1f}%"
-    except (OSError, ValueError, KeyError):
-        return "unknown"
