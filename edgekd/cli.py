@@ -9,6 +9,43 @@ from pathlib import Path
 
 from edgekd import __version__
 from edgekd.errors import EdgekdError
+from edgekd.failure import describe_unexpected
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with edgekd's error line: usage, then ``edgekd: error: ...`` naming the command's --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"edgekd: error: {message} (see `{self.prog} --help`)\n")
+
+
+def int_range(lo: int | None = None, hi: int | None = None):  # type: ignore[no-untyped-def]
+    """An argparse type: an integer within [lo, hi], so a bad number is argparse's one-line error, exit 2."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def open_fraction(text: str) -> float:
+    """An argparse type: a float strictly between 0 and 1 (pruning ratio)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
 
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
@@ -17,8 +54,10 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgekd", description="Distill diffusion models into edge-ready students.")
+    parser = _Parser(prog="edgekd", description="Distill diffusion models into edge-ready students.")
     parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full Python traceback of an error (also EDGEKD_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("quickstart", help="distill the built-in Fashion-MNIST teacher, export to ONNX, profile (CPU, minutes)")
@@ -33,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="write a grid of teacher and student samples on the same noise")
     p.add_argument("run")
-    p.add_argument("-n", "--num", type=int, default=None, help="images (default 32; 8 with --previews)")
-    p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--teacher-steps", type=int, default=None)
+    p.add_argument("-n", "--num", type=int_range(1, 4096), default=None, help="images (default 32; 8 with --previews)")
+    p.add_argument("--seed", type=int_range(0, 2**31 - 1), default=123)
+    p.add_argument("--teacher-steps", type=int_range(1, 1000), default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--previews", action="store_true",
                    help="layerwise (adv_kd) students: every block's head next to the teacher's state it learned "
@@ -50,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dynamic-range; coreml: weights), int8_static (tflite), palettize4|palettize6|palettize8 "
                         "(coreml); see docs/quantization.md")
     p.add_argument("--teacher", action="store_true", help="export the teacher's denoising step instead of the student")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=int_range(1), default=None,
                    help="fix the batch size (onnx default: dynamic; tflite/coreml default: 1)")
     p.add_argument("--psnr-min", type=float, default=None,
                    help="parity bar in dB (default: recipe export.psnr_min; 25 for int8)")
@@ -61,20 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="student against teacher: latency, size, MACs, FID, PSNR")
     p.add_argument("run")
-    p.add_argument("--fid-samples", type=int, default=None)
-    p.add_argument("--teacher-steps", type=int, nargs="+", default=None)
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--fid-samples", type=int_range(2), default=None)
+    p.add_argument("--teacher-steps", type=int_range(1, 1000), nargs="+", default=None)
+    p.add_argument("--repeats", type=int_range(1), default=None)
 
     p = sub.add_parser("compress", help="prune (+ recover by distillation) and/or quantize a run into a derived run")
     p.add_argument("run")
-    p.add_argument("--prune", type=float, default=None, metavar="RATIO",
+    p.add_argument("--prune", type=open_fraction, default=None, metavar="RATIO",
                    help="fraction of channels to remove, 0 < RATIO < 1 (default: recipe compress.prune.ratio)")
     p.add_argument("--importance", default=None, help="l1, l2 (default), taylor, lamp or random")
-    p.add_argument("--recover-steps", type=int, default=None, metavar="N",
+    p.add_argument("--recover-steps", type=int_range(0), default=None, metavar="N",
                    help="distillation steps from the unpruned model after pruning (0: none; default 500)")
     p.add_argument("--quantize", action="store_true", help="quantize too (recipe compress.quantize, or its defaults)")
     p.add_argument("--teacher", action="store_true", help="prune the run's teacher instead of its student")
-    p.add_argument("--fid-samples", type=int, default=None, help="images for the report's FID (default: profile.fid_samples)")
+    p.add_argument("--fid-samples", type=int_range(2), default=None, help="images for the report's FID (default: profile.fid_samples)")
     p.add_argument("--out", default=None, help="the derived run directory (default RUN/compressed/pruned-PCT)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted recovery in the derived run")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
@@ -165,13 +204,36 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every command ends in its output or in exactly one ``edgekd: error: ...`` line (exit 2; 3 for a failed
+    parity gate; 130 when interrupted); the full traceback only with --debug or EDGEKD_DEBUG=1."""
     quiet_libraries()
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("EDGEKD_DEBUG", "") not in ("", "0")
     try:
         return run(args)
     except EdgekdError as exc:
-        print(f"edgekd: error: {exc}", file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"edgekd: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgekd: error: interrupted (outputs are written atomically; rerun, or pass --resume where the command "
+              "has it)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else: one line, never a library's traceback (unless --debug)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        message, code = describe_unexpected(exc)
+        print(f"edgekd: error: {_one_line(message)}", file=sys.stderr)
+        return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
 
 
 if __name__ == "__main__":
