@@ -457,6 +457,9 @@ class TeacherTrainRecipe(RunRecipe):
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to the raw recipe mapping."""
+    if overrides and not isinstance(raw, dict):
+        raise RecipeError(f"{source}: expected a YAML mapping of sections (name:, teacher:, ...), "
+                          f"got {type(raw).__name__}")
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"{source}: override '{item}' must look like key.sub=value (e.g. train.steps=100)")
