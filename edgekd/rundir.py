@@ -8,8 +8,12 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, RecipeError
 from edgekd.recipe import Recipe, validate_mapping
+
+# Written into every run folder edgekd creates: edgekd only ever writes into, or replaces files of, a folder that
+# carries it (or a run made before the marker existed: recipe.yaml + checkpoints/), never a folder of the user's.
+MARKER = ".edgekd-run"
 
 
 @dataclass
@@ -32,6 +36,37 @@ class RunDir:
     def report_dir(self) -> Path:
         return self.path / "report"
 
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER
+
+    def is_edgekd_run(self) -> bool:
+        """Made by edgekd: the marker, or (older runs) a recipe.yaml beside a checkpoints/ folder."""
+        return self.marker.is_file() or (self.recipe_file.is_file() and (self.path / "checkpoints").is_dir())
+
+    @classmethod
+    def create(cls, path: Path) -> "RunDir":
+        """Claim ``path`` for a new (or continued) run: a new or empty folder, or one edgekd made before.
+
+        Refuses a file, or a non-empty folder edgekd did not write (a user's folder would get recipe.yaml
+        overwritten and student/ replaced)."""
+        from edgekd import __version__
+        from edgekd.train.checkpoint import atomic_write_json
+
+        run = cls(Path(path))
+        if run.path.exists() and not run.path.is_dir():
+            raise EdgekdError(f"run_dir {run.path} is a file, not a folder: set run_dir to a new folder")
+        if run.path.is_dir() and not run.is_edgekd_run():
+            entries = sorted(p.name for p in run.path.iterdir())
+            if entries:
+                shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+                raise EdgekdError(f"run_dir {run.path} is an existing folder that edgekd did not create ({shown}); "
+                                  "edgekd will not write into it: set run_dir to a new or empty folder")
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not run.marker.is_file():
+            atomic_write_json(run.marker, {"edgekd_version": __version__, "kind": "run"})
+        return run
+
     @classmethod
     def open(cls, path: Path, need_student: bool = True) -> "RunDir":
         """Open an existing run; fails with one line when it is missing or has no student yet."""
@@ -45,7 +80,14 @@ class RunDir:
         return run
 
     def recipe(self) -> Recipe:
-        raw = yaml.safe_load(self.recipe_file.read_text())
+        """The run's own recipe; a damaged file is one line naming it (never a YAML traceback)."""
+        try:
+            raw = yaml.safe_load(self.recipe_file.read_text())
+        except FileNotFoundError:
+            raise EdgekdError(f"{self.path} is not an edgekd run (no recipe.yaml)") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"{self.recipe_file} (the run's recipe) is corrupt and cannot be read as YAML "
+                              f"({type(exc).__name__}); restore it, or distill again into a new run_dir") from None
         return validate_mapping(raw, Recipe, str(self.recipe_file))
 
     def save_recipe(self, recipe: Recipe) -> None:

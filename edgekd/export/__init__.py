@@ -24,6 +24,7 @@ from edgekd.data import crop_box
 from edgekd.errors import EdgekdError
 from edgekd.export.manifest import Manifest, ModelFile, OutputSpec, ParitySpec, SamplingSpec, TensorSpec, manifest_path
 from edgekd.export.parity import check_parity
+from edgekd.integrity import export_identity
 from edgekd.noise import make_noise
 from edgekd.recipe import Recipe
 from edgekd.rundir import RunDir
@@ -226,7 +227,8 @@ def _export(run_path: Path, target: str, teacher: bool, batch: int | None, psnr_
         inputs=inputs, output=OutputSpec(name=job.output, shape=dims, crop=image_crop(recipe), **out_extra),
         sampling=job.sampling, precision=precision, quantization=quantization, parity=parity, parity_skipped=skipped,
         checks=checks, runtime_options=runtime_options,
-        source={"run": str(job.run.path), "recipe": recipe.name, "teacher": recipe.teacher.path, "method": recipe.method.name},
+        source={"run": str(job.run.path), "recipe": recipe.name, "teacher": recipe.teacher.path, "method": recipe.method.name,
+                **export_identity(job.run.path, job.teacher, job.teacher_model.fingerprint)},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     atomic_write_text(manifest_path(final), manifest.model_dump_json(indent=2) + "\n")

@@ -19,6 +19,7 @@ from edgekd import __version__
 from edgekd.data import load_dataset
 from edgekd.export import image_crop
 from edgekd.grid import labelled_rows
+from edgekd.integrity import check_export
 from edgekd.noise import make_noise
 from edgekd.profile.generators import OnnxStudent, OnnxTeacher, TorchStudent, TorchTeacher, generate_batched
 from edgekd.profile.measure import count_macs, count_params, file_bytes, latency_ms
@@ -103,6 +104,9 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         export_run(run.path)
     if not teacher_onnx.is_file():
         export_run(run.path, teacher=True)
+    if not router:  # refuse a damaged or stale export (made from another student or teacher): edgekd.integrity
+        check_export(student_onnx, run.path)
+    check_export(teacher_onnx, run.path, teacher.fingerprint)
 
     one = make_noise(cfg.fid_seed, 0, 1, shape)
     runtimes = ["torch", *[f"onnxruntime {t}t" for t in thread_list]]
