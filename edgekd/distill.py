@@ -13,9 +13,8 @@ from torch import nn
 from edgekd.errors import EdgekdError
 from edgekd.grid import labelled_rows
 from edgekd.paths import default_cache_dir, user_path
-from edgekd.integrity import check_finite_weights
 from edgekd.recipe import Recipe
-from edgekd.resume import check_teacher_identity, prepare_run
+from edgekd.resume import prepare_run, start_run
 from edgekd.rundir import RunDir
 from edgekd.students import save_student
 from edgekd.teachers.diffusers_teacher import DiffusionTeacher, load_teacher
@@ -56,13 +55,12 @@ def distill(recipe: Recipe, resume: bool = False) -> Path:
         torch.set_num_threads(recipe.train.threads)
     seed_everything(recipe.seed)
     device = pick_device(recipe.device)
-    run = prepare_run(recipe, resume)  # edgekd.resume: folder ownership, what a resume may change, then recipe.yaml
+    run = prepare_run(recipe, resume)  # edgekd.resume: folder ownership, what a resume may change
     started = time.time()
 
     teacher = load_teacher(recipe.teacher.path, device)
     check_teacher_matches_data(recipe, teacher)
-    check_finite_weights(teacher.unet, f"teacher {recipe.teacher.path}")
-    check_teacher_identity(run, teacher.fingerprint, teacher.source, resume)
+    start_run(run, recipe, teacher, resume)  # edgekd.resume: finite weights, same teacher on resume, recipe.yaml
     store = open_store(recipe, teacher)
     traj = recipe.trajectory
     store.ensure(teacher, traj.num_samples, traj.shard_size, traj.batch_size, device)

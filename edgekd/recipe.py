@@ -570,6 +570,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: is not a text (UTF-8) YAML file") from None
     return raw if raw is not None else {}
 
 

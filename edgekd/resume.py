@@ -61,7 +61,7 @@ def check_resume(run: RunDir, recipe: Recipe) -> None:
 
 
 def prepare_run(recipe: Recipe, resume: bool) -> RunDir:
-    """Check, then claim the run folder and write its recipe: the only place distill writes before training."""
+    """Check the recipe against the run (resume) and claim the folder; recipe.yaml is written by start_run."""
     run = RunDir(recipe.resolved_run_dir())
     if run.path.is_dir() and run.is_edgekd_run():
         if resume:
@@ -70,9 +70,17 @@ def prepare_run(recipe: Recipe, resume: bool) -> RunDir:
                 or (run.path / "checkpoints" / "latest.json").exists():
             raise EdgekdError(f"{run.path} already holds a run; pass --resume to continue it or set run_dir to a "
                               "new folder")
-    run = RunDir.create(run.path)
+    return RunDir.create(run.path)
+
+
+def start_run(run: RunDir, recipe: Recipe, teacher: Any, resume: bool) -> None:
+    """After the teacher loaded: its weights are finite and (on resume) the run's own; only then is the run's
+    recipe.yaml written."""
+    from edgekd.integrity import check_finite_weights
+
+    check_finite_weights(teacher.unet, f"teacher {recipe.teacher.path}")
+    check_teacher_identity(run, teacher.fingerprint, teacher.source, resume)
     run.save_recipe(recipe)
-    return run
 
 
 def check_teacher_identity(run: RunDir, fingerprint: str, source: str, resume: bool) -> None:

@@ -16,6 +16,36 @@ from edgekd.recipe import Recipe, validate_mapping
 MARKER = ".edgekd-run"
 
 
+def is_edgekd_folder(path: Path) -> bool:
+    """Made by edgekd: the marker, or (older runs) a recipe.yaml/recipe.json beside a checkpoints/ folder."""
+    path = Path(path)
+    legacy = ((path / "recipe.yaml").is_file() or (path / "recipe.json").is_file()) and (path / "checkpoints").is_dir()
+    return (path / MARKER).is_file() or legacy
+
+
+def claim_folder(path: Path, kind: str) -> Path:
+    """Make ``path`` an edgekd output folder: a new or empty folder, or one edgekd made before.
+
+    Refuses a file, or a non-empty folder edgekd did not write (a user's folder would get recipe.yaml overwritten
+    and student/ replaced), before anything is written."""
+    from edgekd import __version__
+    from edgekd.train.checkpoint import atomic_write_json
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EdgekdError(f"run_dir {path} is a file, not a folder: set run_dir to a new folder")
+    if path.is_dir() and not is_edgekd_folder(path):
+        entries = sorted(p.name for p in path.iterdir())
+        if entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise EdgekdError(f"run_dir {path} is an existing folder that edgekd did not create ({shown}); "
+                              "edgekd will not write into it: set run_dir to a new or empty folder")
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / MARKER).is_file():
+        atomic_write_json(path / MARKER, {"edgekd_version": __version__, "kind": kind})
+    return path
+
+
 @dataclass
 class RunDir:
     path: Path
@@ -41,31 +71,12 @@ class RunDir:
         return self.path / MARKER
 
     def is_edgekd_run(self) -> bool:
-        """Made by edgekd: the marker, or (older runs) a recipe.yaml beside a checkpoints/ folder."""
-        return self.marker.is_file() or (self.recipe_file.is_file() and (self.path / "checkpoints").is_dir())
+        return is_edgekd_folder(self.path)
 
     @classmethod
     def create(cls, path: Path) -> "RunDir":
-        """Claim ``path`` for a new (or continued) run: a new or empty folder, or one edgekd made before.
-
-        Refuses a file, or a non-empty folder edgekd did not write (a user's folder would get recipe.yaml
-        overwritten and student/ replaced)."""
-        from edgekd import __version__
-        from edgekd.train.checkpoint import atomic_write_json
-
-        run = cls(Path(path))
-        if run.path.exists() and not run.path.is_dir():
-            raise EdgekdError(f"run_dir {run.path} is a file, not a folder: set run_dir to a new folder")
-        if run.path.is_dir() and not run.is_edgekd_run():
-            entries = sorted(p.name for p in run.path.iterdir())
-            if entries:
-                shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-                raise EdgekdError(f"run_dir {run.path} is an existing folder that edgekd did not create ({shown}); "
-                                  "edgekd will not write into it: set run_dir to a new or empty folder")
-        run.path.mkdir(parents=True, exist_ok=True)
-        if not run.marker.is_file():
-            atomic_write_json(run.marker, {"edgekd_version": __version__, "kind": "run"})
-        return run
+        """Claim ``path`` for a new (or continued) run (see claim_folder)."""
+        return cls(claim_folder(Path(path), "run"))
 
     @classmethod
     def open(cls, path: Path, need_student: bool = True) -> "RunDir":
