@@ -110,8 +110,9 @@ def test_damaged_shard_is_recorded_again(name: str, file: str, damage, tiny_teac
     good = store.read(0, 8)["x0"][:].copy()
     shard = store.shards()[1].path
     damage(shard / file)
-    with pytest.raises(EdgekdError, match="damaged"):
-        store.read(0, 8)["x0"][:] if name != "bitflip-x0" else (_ for _ in ()).throw(EdgekdError("damaged"))
+    if name != "bitflip-x0":  # reads check files, shapes and dtypes; checksums are verified by ensure()
+        with pytest.raises(EdgekdError, match="damaged"):
+            store.read(0, 8)
     store.ensure(teacher, 8, shard_size=4, batch_size=4)
     assert "damaged" in capsys.readouterr().err
     np.testing.assert_array_equal(store.read(0, 8)["x0"][:], good)
