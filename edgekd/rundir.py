@@ -86,6 +86,9 @@ class RunDir:
             raise EdgekdError(f"run directory {run.path} does not exist (create one with `edgekd distill RECIPE`)")
         if not run.recipe_file.is_file():
             raise EdgekdError(f"{run.path} is not an edgekd run (no recipe.yaml)")
+        from edgekd.train.checkpoint import AtomicDir
+
+        AtomicDir.recover(run.student_dir)  # a kill while student/ was being replaced
         if need_student and not (run.student_dir / "config.json").is_file():
             raise EdgekdError(f"{run.path} has no trained student yet (run or resume `edgekd distill`)")
         return run

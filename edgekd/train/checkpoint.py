@@ -50,8 +50,18 @@ class AtomicDir:
         self.final = Path(final)
         self.tmp = self.final.parent / f".{self.final.name}.partial"
 
+    @staticmethod
+    def recover(final: Path) -> None:
+        """A kill between the two renames of __exit__ leaves ``final`` missing and ``.final.old`` complete: put
+        the old one back (the new one was never in place, so nothing trusted it)."""
+        final = Path(final)
+        old = final.parent / f".{final.name}.old"
+        if not final.exists() and old.is_dir():
+            os.replace(old, final)
+
     def __enter__(self) -> Path:
         self.final.parent.mkdir(parents=True, exist_ok=True)
+        AtomicDir.recover(self.final)
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir()

@@ -34,6 +34,11 @@ class Ctx:
     def __init__(self, tmp: Path, teacher: Path, request: pytest.FixtureRequest):
         self.tmp, self.teacher, self._request = tmp, teacher, request
 
+    @property
+    def base_cache(self) -> Path:
+        """The finished run's trajectory cache (a resumed copy reads it instead of recording again)."""
+        return self._request.getfixturevalue("finished_run").parent / "cache"
+
     def run_copy(self, name: str = "run") -> Path:
         src = self._request.getfixturevalue("finished_run")
         dst = self.tmp / name
