@@ -58,8 +58,12 @@ def both(*checks: Callable[[], None] | None) -> Callable[[], None]:
 
 
 # ----------------------------------------------------------------------------------------------- numbers (CLI)
-def _argv(*argv: str) -> Callable[[Ctx], tuple[list, None]]:
-    return lambda ctx: ([a.replace("RUN", str(ctx.tmp / "nowhere")) for a in argv], None)
+def _argv(*argv: str) -> Callable[[Ctx], tuple[list, Callable[[], None]]]:
+    """On a real finished run, so a number that slipped through would reach the code that uses it."""
+    def build(ctx: Ctx) -> tuple[list, Callable[[], None]]:
+        run = ctx.run_copy()
+        return [str(run) if a == "RUN" else a for a in argv], unchanged(run)
+    return build
 
 
 CLI_NUMBERS = [
