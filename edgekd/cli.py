@@ -37,17 +37,6 @@ def int_range(lo: int | None = None, hi: int | None = None):  # type: ignore[no-
     return parse
 
 
-def open_fraction(text: str) -> float:
-    """An argparse type: a float strictly between 0 and 1 (pruning ratio)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
-    return value
-
-
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set train.steps=100 (repeatable)")
@@ -106,10 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="prune (+ recover by distillation) and/or quantize a run into a derived run")
     p.add_argument("run")
-    p.add_argument("--prune", type=open_fraction, default=None, metavar="RATIO",
+    p.add_argument("--prune", type=float, default=None, metavar="RATIO",
                    help="fraction of channels to remove, 0 < RATIO < 1 (default: recipe compress.prune.ratio)")
     p.add_argument("--importance", default=None, help="l1, l2 (default), taylor, lamp or random")
-    p.add_argument("--recover-steps", type=int_range(0), default=None, metavar="N",
+    p.add_argument("--recover-steps", type=int, default=None, metavar="N",
                    help="distillation steps from the unpruned model after pruning (0: none; default 500)")
     p.add_argument("--quantize", action="store_true", help="quantize too (recipe compress.quantize, or its defaults)")
     p.add_argument("--teacher", action="store_true", help="prune the run's teacher instead of its student")

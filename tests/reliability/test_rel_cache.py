@@ -283,3 +283,16 @@ def test_unambiguous_non_uint8_images_are_converted(array: np.ndarray, expected:
 
     out = as_uint8(array, "x")
     assert out.dtype == np.uint8 and out.tolist() == expected
+
+
+def test_kill_between_the_renames_of_a_folder_is_repaired(tmp_path: Path) -> None:
+    """AtomicDir replaces student/ by two renames; a kill between them leaves only .student.old: put it back."""
+    from edgekd.rundir import RunDir
+
+    run = tmp_path / "run"
+    (run / ".student.old").mkdir(parents=True)
+    (run / ".student.old" / "config.json").write_text("{}")
+    (run / "recipe.yaml").write_text("name: x\n")
+    opened = RunDir.open(run)
+    assert (opened.student_dir / "config.json").read_text() == "{}"
+    assert not (run / ".student.old").exists()

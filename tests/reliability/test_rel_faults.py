@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import Ctx
+from edgekd.errors import EdgekdError
 from edgekd_testing import needs_fmnist
 from reliability_harness import assert_clean_success, assert_one_error, cli_command, cli_env, run_inprocess
 
@@ -144,8 +145,14 @@ def test_kill_during_export_leaves_no_trusted_file(ctx: Ctx, delay: float = 0.5)
 
     _kill_when(proc, moment)
     model = onnx / "student.onnx"
-    if model.exists():
-        check_export(model, run)  # complete and current, or this raises
+    if model.exists():  # never half a file under the final name, and trusted only with its own manifest
+        import onnxruntime
+
+        onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        try:
+            check_export(model, run)
+        except EdgekdError as exc:  # killed between the model's rename and its manifest: refused, with the fix
+            assert "edgekd export" in str(exc)
     # a new export replaces whatever the kill left
     assert_clean_success(run_inprocess(["export", run, "--exporter", "torchscript"]))
     check_export(model, run)
