@@ -9,6 +9,32 @@ from pathlib import Path
 
 from edgekd import __version__
 from edgekd.errors import EdgekdError
+from edgekd.failure import describe_unexpected
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with edgekd's error line: usage, then ``edgekd: error: ...`` naming the command's --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"edgekd: error: {message} (see `{self.prog} --help`)\n")
+
+
+def int_range(lo: int | None = None, hi: int | None = None):  # type: ignore[no-untyped-def]
+    """An argparse type: an integer within [lo, hi], so a bad number is argparse's one-line error, exit 2."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
 
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
@@ -17,8 +43,10 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgekd", description="Distill diffusion models into edge-ready students.")
+    parser = _Parser(prog="edgekd", description="Distill diffusion models into edge-ready students.")
     parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full Python traceback of an error (also EDGEKD_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("quickstart", help="distill the built-in Fashion-MNIST teacher, export to ONNX, profile (CPU, minutes)")
@@ -33,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="write a grid of teacher and student samples on the same noise")
     p.add_argument("run")
-    p.add_argument("-n", "--num", type=int, default=None, help="images (default 32; 8 with --previews)")
-    p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--teacher-steps", type=int, default=None)
+    p.add_argument("-n", "--num", type=int_range(1, 4096), default=None, help="images (default 32; 8 with --previews)")
+    p.add_argument("--seed", type=int_range(0, 2**31 - 1), default=123)
+    p.add_argument("--teacher-steps", type=int_range(1, 1000), default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--previews", action="store_true",
                    help="layerwise (adv_kd) students: every block's head next to the teacher's state it learned "
@@ -50,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dynamic-range; coreml: weights), int8_static (tflite), palettize4|palettize6|palettize8 "
                         "(coreml); see docs/quantization.md")
     p.add_argument("--teacher", action="store_true", help="export the teacher's denoising step instead of the student")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=int_range(1), default=None,
                    help="fix the batch size (onnx default: dynamic; tflite/coreml default: 1)")
     p.add_argument("--psnr-min", type=float, default=None,
                    help="parity bar in dB (default: recipe export.psnr_min; 25 for int8)")
@@ -64,12 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="every generator of a run on the same noise: latency, memory, size, MACs, FID, KID, PSNR")
     p.add_argument("run")
-    p.add_argument("--fid-samples", type=int, default=None)
-    p.add_argument("--teacher-steps", type=int, nargs="+", default=None)
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--fid-samples", type=int_range(2), default=None)
+    p.add_argument("--teacher-steps", type=int_range(1, 1000), nargs="+", default=None)
+    p.add_argument("--repeats", type=int_range(1), default=None)
     p.add_argument("--import", dest="import_file", default=None, metavar="FILE.json",
                    help="merge a device benchmark from a sample app (docs/device-benchmark.md) instead of profiling")
-    p.add_argument("--threads", type=int, nargs="+", default=None,
+    p.add_argument("--threads", type=int_range(1, 256), nargs="+", default=None,
                    help="thread counts to time (default: recipe profile.threads; capped by the machine's cores)")
     p.add_argument("--inception", default=None, metavar="PATH",
                    help="FID/KID with a local Inception: a TorchScript file (NVlabs inception-2015-12-05.pt) or an "
@@ -78,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="render RUN/report/index.html and report.md (plots, grids, exports, devices)")
     p.add_argument("run")
     p.add_argument("--profile", action="store_true", help="profile the run first (also done when it has no profile)")
-    p.add_argument("--fid-samples", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--fid-samples", type=int_range(2), default=None)
+    p.add_argument("--repeats", type=int_range(1), default=None)
     p.add_argument("--inception", default=None, metavar="PATH", help="as for `edgekd profile`")
 
     p = sub.add_parser("demo", help="serve the web app with a run's exported model on 127.0.0.1 (Ctrl-C stops)")
     p.add_argument("run")
     p.add_argument("--target", choices=["onnx", "tflite"], default="onnx")
-    p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0: a free one)")
+    p.add_argument("--port", type=int_range(0, 65535), default=8765, help="port on 127.0.0.1 (default 8765; 0: a free one)")
     p.add_argument("--manifest", default=None, help="manifest file name in exports/TARGET (default student.manifest.json)")
     p.add_argument("--apps-dir", default=None, help="the apps/ folder holding web/ (default: beside edgekd)")
 
@@ -98,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distillation steps from the unpruned model after pruning (0: none; default 500)")
     p.add_argument("--quantize", action="store_true", help="quantize too (recipe compress.quantize, or its defaults)")
     p.add_argument("--teacher", action="store_true", help="prune the run's teacher instead of its student")
-    p.add_argument("--fid-samples", type=int, default=None, help="images for the report's FID (default: profile.fid_samples)")
+    p.add_argument("--fid-samples", type=int_range(2), default=None, help="images for the report's FID (default: profile.fid_samples)")
     p.add_argument("--out", default=None, help="the derived run directory (default RUN/compressed/pruned-PCT)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted recovery in the derived run")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
@@ -213,13 +241,36 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every command ends in its output or in exactly one ``edgekd: error: ...`` line (exit 2; 3 for a failed
+    parity gate; 130 when interrupted); the full traceback only with --debug or EDGEKD_DEBUG=1."""
     quiet_libraries()
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("EDGEKD_DEBUG", "") not in ("", "0")
     try:
         return run(args)
     except EdgekdError as exc:
-        print(f"edgekd: error: {exc}", file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"edgekd: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgekd: error: interrupted (outputs are written atomically; rerun, or pass --resume where the command "
+              "has it)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else: one line, never a library's traceback (unless --debug)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        message, code = describe_unexpected(exc)
+        print(f"edgekd: error: {_one_line(message)}", file=sys.stderr)
+        return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from torch import nn
 
 from edgekd.errors import EdgekdError
 from edgekd.grid import labelled_rows
-from edgekd.paths import default_cache_dir
+from edgekd.paths import default_cache_dir, user_path
 from edgekd.recipe import Recipe
+from edgekd.resume import prepare_run, start_run
 from edgekd.rundir import RunDir
 from edgekd.students import save_student
 from edgekd.teachers.diffusers_teacher import DiffusionTeacher, load_teacher
@@ -25,7 +26,7 @@ from edgekd.train.loop import Trainer, pick_device, seed_everything
 
 def store_root(recipe: Recipe) -> Path:
     """Where this recipe's trajectory store lives (trajectory.cache_dir, else EDGEKD_CACHE / ~/.cache/edgekd)."""
-    return Path(recipe.trajectory.cache_dir) if recipe.trajectory.cache_dir else default_cache_dir()
+    return user_path(recipe.trajectory.cache_dir) if recipe.trajectory.cache_dir else default_cache_dir()
 
 
 def open_store(recipe: Recipe, teacher: DiffusionTeacher) -> TrajectoryStore:
@@ -54,15 +55,12 @@ def distill(recipe: Recipe, resume: bool = False) -> Path:
         torch.set_num_threads(recipe.train.threads)
     seed_everything(recipe.seed)
     device = pick_device(recipe.device)
-    run = RunDir(recipe.resolved_run_dir())
-    if run.path.exists() and not resume and (run.path / "checkpoints" / "latest.json").exists():
-        raise EdgekdError(f"{run.path} already holds a run; pass --resume to continue it or set run_dir to a new folder")
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.save_recipe(recipe)
+    run = prepare_run(recipe, resume)  # edgekd.resume: folder ownership, what a resume may change
     started = time.time()
 
     teacher = load_teacher(recipe.teacher.path, device)
     check_teacher_matches_data(recipe, teacher)
+    start_run(run, recipe, teacher, resume)  # edgekd.resume: finite weights, same teacher on resume, recipe.yaml
     store = open_store(recipe, teacher)
     traj = recipe.trajectory
     store.ensure(teacher, traj.num_samples, traj.shard_size, traj.batch_size, device)

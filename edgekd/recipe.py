@@ -12,16 +12,47 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.errors import RecipeError
-from edgekd.paths import DEFAULT_FASHION_MNIST, resolve_builtin
+from edgekd.paths import DEFAULT_FASHION_MNIST, check_safe_name, resolve_builtin, user_path
+
+# reliability (issue 15): numbers are numbers. YAML's true/false are not 1/0, NaN/inf are refused, list entries
+# have bounds. Kept in one place: _allows_bool, Strict._no_bools, the PosInt/Step aliases, RunRecipe._safe_name.
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+TeacherSteps = Annotated[int, Field(ge=1, le=1000)]
+
+
+def _allows_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a YAML boolean (bool itself, or a union/Literal containing one)."""
+    if annotation is bool:
+        return True
+    if any(isinstance(a, bool) for a in getattr(annotation, "__args__", ()) if getattr(annotation, "__origin__", None)
+           is Literal):
+        return True
+    return any(_allows_bool(a) for a in getattr(annotation, "__args__", ()) or () if not isinstance(a, (int, str)))
 
 
 class Strict(BaseModel):
     """Base for every recipe section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools(cls, raw: Any) -> Any:
+        """``steps: true`` is not 1: pydantic's lax mode would take it, a recipe must not."""
+        if not isinstance(raw, dict):
+            return raw
+        for name, value in raw.items():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if field is None or _allows_bool(field.annotation):
+                continue
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, bool) for v in items):
+                raise ValueError(f"'{name}' must be a number or text, not the YAML boolean {value!r}")
+        return raw
 
 
 class DataConfig(Strict):
@@ -42,7 +73,7 @@ class TeacherConfig(Strict):
     """A diffusers UNet2DModel + scheduler (local directory or hub id) and how to sample it."""
 
     path: str
-    steps: int = Field(50, ge=1, le=1000)
+    steps: TeacherSteps = 50
     timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
     eta: float = Field(0.0, ge=0.0, le=1.0)
 
@@ -53,7 +84,7 @@ class TrajectoryConfig(Strict):
     num_samples: int = Field(2048, ge=2)
     heldout: int = Field(256, ge=1)
     seed: int = 1000
-    record: list[int] | Literal["all"] = Field(default_factory=list)
+    record: list[NonNegInt] | Literal["all"] = Field(default_factory=list)
     shard_size: int = Field(1024, ge=1)
     batch_size: int = Field(128, ge=1)
     cache_dir: str | None = None
@@ -72,7 +103,7 @@ class UNetStudentConfig(Strict):
 
     kind: Literal["unet"] = "unet"
     init: Literal["teacher", "scratch"] = "teacher"
-    block_out_channels: list[int] | None = None
+    block_out_channels: list[PosInt] | None = None
     layers_per_block: int = Field(1, ge=1, le=4)
     attention: bool = False
     norm_num_groups: int = Field(8, ge=1)
@@ -131,7 +162,7 @@ class O2MKDStudentConfig(Strict):
     boundaries: list[int]
     init: Literal["scratch", "prune", "teacher"] = "scratch"
     width: float | None = Field(None, gt=0.0, le=1.0)
-    block_out_channels: list[int] | None = None
+    block_out_channels: list[PosInt] | None = None
     norm_num_groups: int | None = Field(None, ge=1)
     importance: Literal["l1", "l2", "taylor", "lamp", "random"] = "l2"
 
@@ -299,12 +330,12 @@ class ExportConfig(Strict):
 class ProfileConfig(Strict):
     """How the student is compared with its teacher."""
 
-    teacher_steps: list[int] = Field(default_factory=lambda: [50])
+    teacher_steps: list[TeacherSteps] = Field(default_factory=lambda: [50], min_length=1)
     fid_samples: int = Field(500, ge=2)
     fid_seed: int = 5_000_000
     feature_net: str = "builtin:fid/fmnist-classifier"
     latency_repeats: int = Field(15, ge=1)
-    threads: list[int] = Field(default_factory=lambda: [1, 2, 4])  # capped by the cores (profile/measure.py)
+    threads: list[PosInt] = Field(default_factory=lambda: [1, 2, 4], min_length=1)  # capped by the cores (profile/measure.py)
     batch_size: int = Field(128, ge=1)
 
 
@@ -355,8 +386,13 @@ class RunRecipe(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_safe_name(name)
+
     def resolved_run_dir(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+        return user_path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
 
 class Recipe(RunRecipe):
@@ -394,7 +430,7 @@ class Recipe(RunRecipe):
 class UNetArchConfig(Strict):
     """The architecture of a teacher trained by ``edgekd teacher train``."""
 
-    block_out_channels: list[int] = Field(default_factory=lambda: [32, 64, 64])
+    block_out_channels: list[PosInt] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
     layers_per_block: int = Field(1, ge=1, le=4)
     attention_levels: list[int] = Field(default_factory=list)
     norm_num_groups: int = Field(8, ge=1)
@@ -413,7 +449,7 @@ class TeacherTrainRecipe(RunRecipe):
     unet: UNetArchConfig = Field(default_factory=UNetArchConfig)
     schedule: NoiseScheduleConfig = Field(default_factory=NoiseScheduleConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(ema_decay=0.999, warmup_steps=200))
-    sample_steps: int = Field(50, ge=1)
+    sample_steps: TeacherSteps = 50
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -421,6 +457,9 @@ class TeacherTrainRecipe(RunRecipe):
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to the raw recipe mapping."""
+    if overrides and not isinstance(raw, dict):
+        raise RecipeError(f"{source}: expected a YAML mapping of sections (name:, teacher:, ...), "
+                          f"got {type(raw).__name__}")
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"{source}: override '{item}' must look like key.sub=value (e.g. train.steps=100)")
@@ -531,6 +570,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: is not a text (UTF-8) YAML file") from None
     return raw if raw is not None else {}
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgekd.errors import EdgekdError
 from edgekd.noise import make_noise
 from edgekd.teachers.diffusers_teacher import load_teacher
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
@@ -77,5 +78,5 @@ def test_read_beyond_recorded_range_fails(tmp_path: Path, tiny_teacher_dir: Path
     teacher = load_teacher(str(tiny_teacher_dir))
     store = make_store(tmp_path, teacher, record=())
     store.ensure(teacher, 4, shard_size=4, batch_size=4)
-    with pytest.raises(ValueError, match="covers 4 of samples"):
+    with pytest.raises(EdgekdError, match="holds 4 of samples"):
         store.read(0, 8)

@@ -53,7 +53,15 @@ def to_model_range(images: np.ndarray, cfg: DataConfig) -> torch.Tensor:
 
 def load_dataset(cfg: DataConfig) -> torch.Tensor:
     """The whole dataset in memory as float [N, C, R, R] in [-1, 1] (small datasets: that is the point)."""
-    return to_model_range(load_uint8_images(cfg), cfg)
+    images = load_uint8_images(cfg)
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
+        raise MissingResourceError(f"data {cfg.path}: expected uint8 images [N, H, W, C] with N >= 1, got "
+                                   f"{images.dtype} {list(images.shape)}")
+    x = to_model_range(images, cfg)
+    if not torch.isfinite(x).all():  # only a non-finite data.pad_value could do this; refused here, not as 'diverged'
+        raise MissingResourceError(f"data {cfg.path}: the images hold NaN or infinite values after padding; "
+                                   "check data.pad_value")
+    return x
 
 
 def crop_box(cfg: DataConfig, source_hw: tuple[int, int]) -> tuple[int, int, int, int]:

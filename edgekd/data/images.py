@@ -54,9 +54,28 @@ def load_npz(path: Path, key: str) -> np.ndarray:
         raise MissingResourceError(f"{path}:{key} must be [N,H,W] or [N,H,W,C], got shape {array.shape}")
     if array.shape[1] in (1, 3) and array.shape[-1] not in (1, 3):
         array = array.transpose(0, 2, 3, 1)
-    if array.dtype != np.uint8:
-        lo, hi = float(array.min()), float(array.max())
-        if lo >= 0 and hi <= 1.0:
-            array = (array * 255).round()
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    return array
+    return as_uint8(array, f"{path}:{key}")
+
+
+def as_uint8(array: np.ndarray, what: str) -> np.ndarray:
+    """uint8 as it is; other arrays only when their values say unambiguously what they are, else one clear error.
+
+    Accepted: integers in 0..255, floats in [0, 1] (scaled by 255) and whole-number floats in 0..255. Clipping
+    anything else (e.g. [-1, 1] or 0..65535) would train on garbage without a word."""
+    if array.dtype == np.uint8:
+        return array
+    fix = "save uint8 images (0..255), or floats in [0, 1]"
+    if array.size == 0:
+        raise MissingResourceError(f"{what} is empty")
+    if array.dtype.kind not in "iuf":
+        raise MissingResourceError(f"{what} has dtype {array.dtype}, not image values; {fix}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise MissingResourceError(f"{what} holds {bad} NaN or infinite value(s); {fix}")
+    lo, hi = float(array.min()), float(array.max())
+    if array.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        return np.round(array * 255.0).astype(np.uint8)
+    if lo >= 0 and hi <= 255 and (array.dtype.kind in "iu" or bool(np.all(array == np.round(array)))):
+        return array.astype(np.uint8)
+    raise MissingResourceError(f"{what} has {array.dtype} values in [{lo:g}, {hi:g}], which is neither uint8 0..255 "
+                               f"nor floats in [0, 1]; {fix}")

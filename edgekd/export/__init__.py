@@ -31,6 +31,7 @@ from edgekd.export.targets import ExportOptions, Quantizer, all_precisions, get_
 from edgekd.manifest import (GraphEntry, ImageSpec, Manifest, NoiseV3, ParitySpec, SamplingSpec, TensorSpec,
                              manifest_path)
 from edgekd.models.spec import DDIMLoop, GraphSpec, TeacherStepModel
+from edgekd.integrity import export_identity
 from edgekd.noise import make_noise
 from edgekd.recipe import Recipe
 from edgekd.rundir import RunDir
@@ -346,7 +347,8 @@ def _manifest(prep: Prepared, target: str, precision: str, finals: list[Path], c
         parity_skipped=skipped if whole is None else None, noise=NoiseV3(shape=shape),
         image=ImageSpec(crop=image_crop(recipe), channels=shape[0]),
         source={"run": str(prep.run.path), "recipe": recipe.name, "teacher": recipe.teacher.path,
-                "method": recipe.method.name, "model": prep.stem},
+                "method": recipe.method.name, "model": prep.stem,
+                **export_identity(prep.run.path, prep.role == "teacher_step", prep.teacher_model.fingerprint)},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
 

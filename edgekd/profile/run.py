@@ -25,6 +25,7 @@ from edgekd.distill import store_root
 from edgekd.export import image_crop
 from edgekd.grid import labelled_rows
 from edgekd.manifest import read_manifest
+from edgekd.integrity import check_export
 from edgekd.noise import make_noise
 from edgekd.profile.measure import REPEAT_BUDGET_S, count_macs, count_params, file_bytes, machine_threads, \
     measure_in_subprocess, thread_counts
@@ -190,6 +191,9 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
         steps_list = sorted(set(steps_list) | {student_steps})  # the teacher at the student's own step count
     student_manifest, teacher_onnx = _ensure_onnx(run)
     specs = all_specs(run.path, steps_list)
+    # refuse a damaged or stale export (made from another student or teacher): edgekd.integrity
+    check_export(student_manifest, run.path)
+    check_export(teacher_onnx, run.path, teacher.fingerprint)
     one = make_noise(cfg.fid_seed, 0, 1, shape)
 
     # ---- costs: each generator alone in a fresh process (memory, first run), medians of repeats after warm-up

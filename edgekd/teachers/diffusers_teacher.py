@@ -99,13 +99,20 @@ def ddim_sample(
 
 
 def _fingerprint(unet: nn.Module, scheduler_config: dict[str, Any]) -> str:
-    """A content hash of weights + schedule, so trajectory stores never mix two teachers."""
+    """A content hash of weights + the whole sampler configuration, so trajectory stores never mix two teachers.
+
+    The schedule is hashed as the DDIM sampler sees it (every setting after diffusers fills in defaults, e.g.
+    clip_sample_range, thresholding, steps_offset): any setting that changes a sample changes the fingerprint."""
+    import json
+
     h = hashlib.sha256()
     for name, tensor in sorted(unet.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type", "clip_sample")
-    h.update(repr({k: scheduler_config.get(k) for k in keys}).encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    sampler = {k: v for k, v in dict(make_ddim(scheduler_config, 1).config).items()
+               if not k.startswith("_") and k != "timestep_spacing"}
+    h.update(json.dumps(sampler, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -171,7 +178,7 @@ def load_teacher(path: str, device: torch.device | str = "cpu") -> DiffusionTeac
         except Exception as exc:  # diffusers raises many types for bad folders
             raise MissingResourceError(f"cannot load the teacher UNet from {unet_dir}: {exc}") from None
         if sched_dir is not None:
-            scheduler_config = dict(DDPMScheduler.load_config(str(sched_dir)))
+            scheduler_config = _load_scheduler_config(sched_dir)
         else:
             scheduler_config = dict(DDPMScheduler().config)
         source = str(local)
@@ -188,6 +195,21 @@ def load_teacher(path: str, device: torch.device | str = "cpu") -> DiffusionTeac
     unet.eval().requires_grad_(False).to(device)
     return DiffusionTeacher(unet=unet, scheduler_config=scheduler_config, source=source,
                             fingerprint=_fingerprint(unet, scheduler_config))
+
+
+def _load_scheduler_config(folder: Path) -> dict[str, Any]:
+    """The scheduler's config, checked: a garbage or hand-edited file is one line, not a diffusers traceback."""
+    from diffusers import DDPMScheduler
+
+    try:
+        config = dict(DDPMScheduler.load_config(str(folder)))
+        make_ddim(config, 1)  # every value the sampler needs is there and valid
+    except Exception as exc:  # diffusers raises EnvironmentError, ValueError, JSONDecodeError, TypeError ...
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise MissingResourceError(f"teacher scheduler config {folder / 'scheduler_config.json'} is not a valid "
+                                   f"diffusers scheduler config ({text}); restore it from the teacher's "
+                                   "checkpoint") from None
+    return config
 
 
 def save_teacher(unet: nn.Module, scheduler_config: dict[str, Any], folder: Path) -> None:

@@ -1,21 +1,31 @@
 """The trajectory store: teacher runs recorded once, on disk, reused by every method and every later run.
 
-Layout (one folder per key = teacher fingerprint + sampler + steps + spacing + eta + seed + recorded steps):
+Layout (one folder per key = a hash of everything that changes the stored numbers: the teacher's weights and its
+whole sampler configuration (the teacher fingerprint), sampler, steps, spacing, eta, seed, recorded steps, shape,
+dtypes and this store's format):
 
-    <cache>/trajectories/<key>/meta.json
+    <cache>/trajectories/<key>.lock                 held while a process records or repairs this key
+    <cache>/trajectories/<key>/meta.json            the full spec (checked against the reader's) and shard_size
     <cache>/trajectories/<key>/shard_<start>_<count>/noise.npy    float32 [n, C, H, W]  (the convention of
                                                                      edgekd.noise: index i uses seed + i)
                                                  .../x0.npy       float32 [n, C, H, W]  the teacher's DDIM output
                                                  .../states.npy   float16 [n, K, C, H, W] x_t before recorded steps
+                                                 .../shard.json   sha256, shape and dtype of each array
 
-Shards are written to a temp folder and renamed when complete, so an interrupted generation loses at most the
-shard in progress and resumes from there. ``.npy`` files are memory-mapped when read.
+Shards start at multiples of the key's shard_size (fixed by the first recording, whoever asks later), so two
+callers can never write overlapping shards; a short last shard is extended in place when more samples are asked
+for. Shards are written to a temp folder and renamed when complete, so an interrupted generation loses at most the
+shard in progress. A per-key file lock (filelock) makes a second process wait for the first and then reuse its
+work. Recorded arrays are checked to be finite (never cached otherwise) and verified against shard.json before
+use; a damaged shard is recorded again. ``.npy`` files are memory-mapped when read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +33,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from edgekd.errors import EdgekdError
+from edgekd.integrity import check_finite_array, check_finite_weights
 from edgekd.noise import make_noise
 from edgekd.teachers.diffusers_teacher import DiffusionTeacher
 from edgekd.train.checkpoint import AtomicDir, atomic_write_json
+
+STORE_FORMAT = 2
+DTYPES = {"noise": "float32", "x0": "float32", "states": "float16"}
 
 
 @dataclass(frozen=True)
@@ -40,9 +55,13 @@ class TrajectorySpec:
     record: tuple[int, ...]
     shape: tuple[int, int, int]
 
+    def identity(self) -> dict:
+        return {**self.__dict__, "record": list(self.record), "shape": list(self.shape), "sampler": "ddim",
+                "dtypes": DTYPES, "format": STORE_FORMAT}
+
     @property
     def key(self) -> str:
-        text = json.dumps(self.__dict__, sort_keys=True, default=list)
+        text = json.dumps(self.identity(), sort_keys=True, default=list)
         return f"ddim{self.steps}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -53,71 +72,201 @@ class Shard:
     count: int
 
 
+def _warn(message: str) -> None:
+    print(f"edgekd: warning: {message}", file=sys.stderr)
+
+
 class TrajectoryStore:
     """Record and read teacher trajectories for one ``TrajectorySpec``."""
 
     def __init__(self, root: Path, spec: TrajectorySpec):
         self.spec = spec
         self.dir = Path(root) / "trajectories" / spec.key
+        self.lock_path = self.dir.parent / f"{spec.key}.lock"
 
+    # ------------------------------------------------------------------ layout
     def shards(self) -> list[Shard]:
-        found = []
+        """A chain of shards from index 0 without overlaps (the longest shard at each start wins)."""
+        found: dict[int, Shard] = {}
         for path in self.dir.glob("shard_*"):
-            if not path.is_dir() or path.name.startswith("."):
+            parts = path.name.split("_")
+            if not path.is_dir() or len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
                 continue
-            _, start, count = path.name.split("_")
-            found.append(Shard(path, int(start), int(count)))
-        return sorted(found, key=lambda s: s.start)
+            shard = Shard(path, int(parts[1]), int(parts[2]))
+            if shard.count > 0 and (shard.start not in found or shard.count > found[shard.start].count):
+                found[shard.start] = shard
+        chain, n = [], 0
+        while n in found:
+            chain.append(found[n])
+            n += found[n].count
+        return chain
 
     def available(self) -> int:
         """How many consecutive samples from index 0 are recorded."""
-        n = 0
-        for shard in self.shards():
-            if shard.start > n:
-                break
-            n = max(n, shard.start + shard.count)
-        return n
+        chain = self.shards()
+        return chain[-1].start + chain[-1].count if chain else 0
 
+    def _meta(self, shard_size: int) -> dict:
+        """meta.json: created by the first recorder; later readers check it describes their spec."""
+        path = self.dir / "meta.json"
+        identity = json.loads(json.dumps(self.spec.identity(), default=list))
+        if path.is_file():
+            try:
+                meta = json.loads(path.read_text())
+                recorded = meta["spec"]
+                size = int(meta["shard_size"])
+            except (ValueError, KeyError, TypeError):
+                _warn(f"{path} is damaged; the trajectory store {self.dir.name} is rebuilt")
+                shutil.rmtree(self.dir)
+                return self._meta(shard_size)
+            if recorded != identity:
+                diff = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+                raise EdgekdError(f"trajectory store {self.dir} holds other recordings than its key says "
+                                  f"({', '.join(diff)} differ); delete that folder")
+            return meta
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = {"spec": identity, "key": self.spec.key, "shard_size": int(shard_size)}
+        atomic_write_json(path, meta)
+        return meta
+
+    # ------------------------------------------------------------------ recording
     def ensure(self, teacher: DiffusionTeacher, count: int, shard_size: int, batch_size: int,
                device: torch.device | str = "cpu") -> None:
-        """Record samples 0..count-1 that are not on disk yet (resumes an interrupted generation)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.dir / "meta.json", {**self.spec.__dict__, "key": self.spec.key, "teacher": teacher.source,
-                                                   "timesteps": teacher.timesteps(self.spec.steps, self.spec.spacing)})
-        have = self.available()
-        if have >= count:
-            return
-        todo = count - have
-        bar = tqdm(total=todo, desc=f"teacher DDIM-{self.spec.steps} trajectories", unit="img", dynamic_ncols=True)
-        start = have
-        while start < count:
-            n = min(shard_size, count - start)
-            self._write_shard(teacher, start, n, batch_size, device, bar)
-            start += n
-        bar.close()
+        """Record samples 0..count-1 that are not on disk yet (resumes an interrupted generation).
 
-    def _write_shard(self, teacher: DiffusionTeacher, start: int, n: int, batch_size: int,
+        Holds the key's lock: a second process waits, then finds the first one's shards and records only the rest."""
+        from filelock import FileLock, Timeout
+
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            _warn(f"another edgekd process is recording trajectory store {self.spec.key}; waiting for it")
+            lock.acquire()
+        try:
+            size = int(self._meta(shard_size)["shard_size"])
+            extra = {"teacher": teacher.source, "timesteps": teacher.timesteps(self.spec.steps, self.spec.spacing)}
+            self._verify_all()
+            have = self.available()
+            if have >= count:
+                return
+            check_finite_weights(teacher.unet, f"teacher {teacher.source}")
+            bar = tqdm(total=count - have, desc=f"teacher DDIM-{self.spec.steps} trajectories", unit="img",
+                       dynamic_ncols=True)
+            for start in range((have // size) * size, count, size):
+                want = min(size, count - start)
+                existing = next((s for s in self.shards() if s.start == start), None)
+                if existing is not None and existing.count >= want:
+                    continue
+                self._write_shard(teacher, start, want, existing, batch_size, device, bar)
+            bar.close()
+            atomic_write_json(self.dir / "meta.json", {**json.loads((self.dir / "meta.json").read_text()), **extra})
+        finally:
+            lock.release()
+
+    def _write_shard(self, teacher: DiffusionTeacher, start: int, n: int, existing: Shard | None, batch_size: int,
                      device: torch.device | str, bar: tqdm) -> None:
+        """Record shard [start, start+n); a shorter existing shard at ``start`` is kept and extended."""
         spec = self.spec
+        have = existing.count if existing is not None else 0
         noise = make_noise(spec.seed, start, n, spec.shape)
         x0 = np.empty((n, *spec.shape), dtype=np.float32)
         states = np.empty((n, len(spec.record), *spec.shape), dtype=np.float16) if spec.record else None
-        for b in range(0, n, batch_size):
+        if existing is not None:
+            old = _load_arrays(existing.path)
+            x0[:have] = old["x0"]
+            if states is not None:
+                states[:have] = old["states"]
+        for b in range(have, n, batch_size):
             z = noise[b : b + batch_size].to(device)
             out, st = teacher.sample(z, spec.steps, spec.spacing, spec.eta, list(spec.record))
-            x0[b : b + len(z)] = out.float().cpu().numpy()
+            out = out.float().cpu().numpy()
+            fix = ("nothing was cached; the teacher's weights or scheduler config are broken (check them, e.g. by "
+                   "sampling it with diffusers)")
+            check_finite_array(out, f"teacher {teacher.source} output (DDIM-{spec.steps}, samples "
+                                    f"{start + b}..{start + b + len(z) - 1})", fix)
+            x0[b : b + len(z)] = out
             if states is not None and st is not None:
-                states[b : b + len(z)] = st.float().cpu().numpy().astype(np.float16)
+                st16 = st.float().cpu().numpy().astype(np.float16)
+                check_finite_array(st16, f"teacher {teacher.source} intermediate states (float16)", fix)
+                states[b : b + len(z)] = st16
             bar.update(len(z))
+        arrays = {"noise": noise.numpy(), "x0": x0, **({"states": states} if states is not None else {})}
         with AtomicDir(self.dir / f"shard_{start:08d}_{n:08d}") as tmp:
-            np.save(tmp / "noise.npy", noise.numpy())
-            np.save(tmp / "x0.npy", x0)
-            if states is not None:
-                np.save(tmp / "states.npy", states)
+            files = {}
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", array)
+                files[name] = {"sha256": _sha256(tmp / f"{name}.npy"), "shape": list(array.shape),
+                               "dtype": str(array.dtype)}
+            atomic_write_json(tmp / "shard.json", {"start": start, "count": n, "files": files})
+        if existing is not None and existing.count != n:
+            shutil.rmtree(existing.path, ignore_errors=True)
+
+    # ------------------------------------------------------------------ verification
+    def _expected(self, shard: Shard) -> dict[str, tuple[list[int], str]]:
+        c, h, w = self.spec.shape
+        out = {"noise": ([shard.count, c, h, w], "float32"), "x0": ([shard.count, c, h, w], "float32")}
+        if self.spec.record:
+            out["states"] = ([shard.count, len(self.spec.record), c, h, w], "float16")
+        return out
+
+    def shard_problem(self, shard: Shard, full: bool = False) -> str | None:
+        """Why a shard cannot be trusted (None when it can): missing/torn files, wrong shape or dtype, and with
+        ``full`` a checksum different from the one written with it."""
+        try:
+            info = json.loads((shard.path / "shard.json").read_text())
+            files = info["files"]
+        except FileNotFoundError:
+            return "no shard.json (written by an older edgekd or incomplete)"
+        except (ValueError, KeyError, TypeError):
+            return "shard.json is damaged"
+        for name, (shape, dtype) in self._expected(shard).items():
+            path = shard.path / f"{name}.npy"
+            try:
+                array = np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                return f"{name}.npy is missing"
+            except (ValueError, OSError, EOFError) as exc:
+                return f"{name}.npy is truncated or damaged ({exc})"
+            if list(array.shape) != shape or str(array.dtype) != dtype:
+                return f"{name}.npy is {array.dtype} {list(array.shape)}, expected {dtype} {shape}"
+            del array
+            if full and files.get(name, {}).get("sha256") != _sha256(path):
+                return f"{name}.npy does not match its checksum"
+        return None
+
+    def _verify_all(self) -> None:
+        """Under the lock: remove shards that are damaged (they are recorded again) and leftovers of kills."""
+        for leftover in self.dir.glob(".shard_*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for shard in self.shards():
+            problem = self.shard_problem(shard, full=True)
+            if problem is not None:
+                _warn(f"trajectory shard {shard.path} is damaged ({problem}); recording it again")
+                shutil.rmtree(shard.path, ignore_errors=True)
 
     def read(self, start: int, stop: int) -> "TrajectorySet":
-        """Memory-mapped view of samples start..stop-1."""
-        return TrajectorySet([s for s in self.shards() if s.start < stop and s.start + s.count > start], start, stop)
+        """Memory-mapped view of samples start..stop-1 (shapes and dtypes checked)."""
+        chain = [s for s in self.shards() if s.start < stop and s.start + s.count > start]
+        for shard in chain:
+            problem = self.shard_problem(shard)
+            if problem is not None:
+                raise EdgekdError(f"trajectory shard {shard.path} is damaged ({problem}); run `edgekd distill` "
+                                  "again to record it again, or delete that folder")
+        return TrajectorySet(chain, start, stop)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_arrays(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.load(p) for p in folder.glob("*.npy")}
 
 
 class TrajectorySet:
@@ -131,7 +280,8 @@ class TrajectorySet:
             self._maps.append((shard, arrays))
         covered = sum(min(s.start + s.count, stop) - max(s.start, start) for s, _ in self._maps)
         if covered != stop - start:
-            raise ValueError(f"trajectory store covers {covered} of samples {start}..{stop - 1}")
+            raise EdgekdError(f"the trajectory store holds {covered} of samples {start}..{stop - 1}; run `edgekd distill` "
+                              "to record the rest")
 
     def __len__(self) -> int:
         return self.stop - self.start

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgekd.data import load_dataset
+from edgekd.rundir import claim_folder
 from edgekd.grid import labelled_rows
 from edgekd.noise import make_noise
 from edgekd.recipe import TeacherTrainRecipe, UNetArchConfig
@@ -92,8 +93,7 @@ def train_teacher(recipe: TeacherTrainRecipe, resume: bool = False) -> Path:
         torch.set_num_threads(recipe.train.threads)
     seed_everything(recipe.seed)
     device = pick_device(recipe.device)
-    run_dir = recipe.resolved_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = claim_folder(recipe.resolved_run_dir(), "teacher")  # never a user's folder (edgekd.rundir)
     (run_dir / "recipe.json").write_text(recipe.model_dump_json(indent=2))
 
     images = load_dataset(recipe.data)

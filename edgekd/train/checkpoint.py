@@ -50,8 +50,18 @@ class AtomicDir:
         self.final = Path(final)
         self.tmp = self.final.parent / f".{self.final.name}.partial"
 
+    @staticmethod
+    def recover(final: Path) -> None:
+        """A kill between the two renames of __exit__ leaves ``final`` missing and ``.final.old`` complete: put
+        the old one back (the new one was never in place, so nothing trusted it)."""
+        final = Path(final)
+        old = final.parent / f".{final.name}.old"
+        if not final.exists() and old.is_dir():
+            os.replace(old, final)
+
     def __enter__(self) -> Path:
         self.final.parent.mkdir(parents=True, exist_ok=True)
+        AtomicDir.recover(self.final)
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir()
@@ -135,3 +145,99 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises its own SafetensorError on a corrupt header
         raise EdgekdError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+STATE_NAMES = ("modules", "ema", "optim", "loop")
+
+
+def checkpoint_problem(folder: Path, names: tuple[str, ...] = STATE_NAMES) -> str | None:
+    """Why ``folder`` is not a complete, readable checkpoint (None when it is).
+
+    Cheap: the JSON skeletons are parsed and the safetensors headers checked against the file sizes (a truncated
+    or half-copied file fails), without reading the tensors."""
+    from safetensors import safe_open
+
+    if not folder.is_dir():
+        return "missing"
+    for name in names:
+        try:
+            json.loads((folder / f"{name}.json").read_text())
+            with safe_open(str(folder / f"{name}.safetensors"), "pt") as fh:
+                fh.keys()
+        except FileNotFoundError as exc:
+            return f"{Path(exc.filename or name).name} is missing"
+        except Exception as exc:  # SafetensorError, JSONDecodeError, UnicodeDecodeError: all mean damaged
+            return f"{name} is damaged ({type(exc).__name__})"
+    return None
+
+
+def find_resume_checkpoint(ckpt_dir: Path, warn: Any = None) -> Path | None:
+    """The checkpoint to resume from: the one latest.json names when it is complete, else the newest complete
+    step_* folder (with a warning saying what was wrong), else None.
+
+    A kill, a full disk or a bad copy can leave latest.json pointing at a missing or damaged folder, or leave
+    latest.json itself torn; the previous checkpoint is still good and losing it would restart from step 0."""
+    warn = warn or _warn
+    ckpt_dir = Path(ckpt_dir)
+    pointer = ckpt_dir / "latest.json"
+    named = None
+    if pointer.is_file():
+        try:
+            named = ckpt_dir / str(json.loads(pointer.read_text())["name"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            warn(f"{pointer} is corrupt; looking for the newest complete checkpoint instead")
+    if named is not None and named.parent == ckpt_dir:
+        problem = checkpoint_problem(named)
+        if problem is None:
+            return named
+        warn(f"checkpoint {named.name} named by latest.json is unusable ({problem}); "
+             "looking for the newest complete checkpoint instead")
+    candidates = sorted((p for p in ckpt_dir.glob("step_*") if p.is_dir()), reverse=True) if ckpt_dir.is_dir() else []
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if pointer.is_file() or named is not None:
+                warn(f"resuming from {path.name}, the newest complete checkpoint")
+            return path
+        warn(f"skipping checkpoint {path.name} ({problem})")
+    return None
+
+
+def trim_metrics(path: Path, upto: int) -> None:
+    """Keep the metric lines of steps <= ``upto`` (a resume drops what the killed run wrote past its checkpoint).
+
+    A torn last line (a kill in the middle of a write) or any unreadable line is dropped, not a crash."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step", 0), (int, float)) and record.get("step", 0) <= upto:
+            keep.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl as records; torn or unreadable lines (a kill mid-write) are skipped."""
+    out = []
+    if Path(path).is_file():
+        for line in Path(path).read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+    return out
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"edgekd: warning: {message}", file=sys.stderr)

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from edgekd.errors import EdgekdError
 from edgekd.recipe import TrainConfig
-from edgekd.train.checkpoint import AtomicDir, atomic_write_json, load_state, save_state
+from edgekd.train.checkpoint import (AtomicDir, atomic_write_json, find_resume_checkpoint, load_state, save_state,
+                                     trim_metrics)
 
 Batch = dict[str, torch.Tensor]
 
@@ -178,15 +179,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def latest_checkpoint(self) -> Path | None:
-        pointer = self.ckpt_dir / "latest.json"
-        if not pointer.is_file():
-            return None
-        try:
-            name = json.loads(pointer.read_text())["name"]
-        except (ValueError, KeyError):
-            raise EdgekdError(f"{pointer} is corrupt; delete {self.ckpt_dir} to start over") from None
-        path = self.ckpt_dir / name
-        return path if path.is_dir() else None
+        return find_resume_checkpoint(self.ckpt_dir)  # falls back to the newest complete one, with a warning
 
     def save_checkpoint(self) -> Path:
         final = self.ckpt_dir / f"step_{self.step:08d}"
@@ -229,11 +222,7 @@ class Trainer:
     # ------------------------------------------------------------------ metrics
     def _trim_metrics(self, upto: int) -> None:
         """After a resume, drop metric lines the killed run wrote past its last checkpoint."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= upto]
-        path.write_text("".join(line + "\n" for line in keep))
+        trim_metrics(self.run_dir / "metrics.jsonl", upto)  # tolerates a torn last line
 
     def evaluate(self) -> float:
         self.ema.module.eval()
@@ -257,6 +246,8 @@ class Trainer:
             resumed_from = self.step
             self._trim_metrics(self.step)
             tqdm.write(f"resumed from {latest} (step {self.step})")
+        elif resume:
+            self._trim_metrics(0)  # nothing to resume from: start over without keeping the old run's lines
         self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics_file = (self.run_dir / "metrics.jsonl").open("a")
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if resumed_from else None)
