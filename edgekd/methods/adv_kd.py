@@ -159,6 +159,11 @@ class AdvKDMethod:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"student": self.g_opt, "discriminators": self.d_opt}
 
+    def ddp_targets(self) -> list[tuple[nn.Module, tuple[str, ...], bool]]:
+        """Under torchrun: training calls the student's ``heads`` (blocks after the current stage sit out, hence
+        DDP's unused-parameter search) and each discriminator's forward."""
+        return [(self.generator, ("heads",), True), *((d, ("forward",), False) for d in self.discriminators)]
+
     # ------------------------------------------------------------------ schedule
     def stage_of(self, step: int) -> int:
         """The last trainable block at ``step`` (joint: always the last block)."""

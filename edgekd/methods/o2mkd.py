@@ -189,6 +189,13 @@ class O2MKDMethod:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"student": self.opt}
 
+    def ddp_targets(self) -> list[tuple[nn.Module, tuple[str, ...], bool]]:
+        """Under torchrun: training calls each student UNet (and each feature projection) on its own."""
+        targets = [(unet, ("forward",), False) for unet in self.generator.unets]
+        if self.projections is not None:
+            targets += [(conv, ("forward",), False) for convs in self.projections for conv in convs]
+        return targets
+
     def _student_params(self, i: int) -> list[torch.Tensor]:
         params = list(self.generator.unets[i].parameters())
         if self.projections is not None:
