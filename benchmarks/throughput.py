@@ -46,6 +46,9 @@ RECIPES = {  # method -> (GPU-size recipe, tiny recipe, tiny overrides)
 }
 
 
+EXTRA: list[str] = []  # --set, for every recipe
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -73,7 +76,7 @@ def load(recipe_path: str, overrides: list[str], out: Path, steps: int, device: 
     from edgekd.recipe import load_recipe
 
     return load_recipe(ROOT / recipe_path, [
-        *overrides, f"run_dir={out / 'run'}", f"trajectory.cache_dir={out.parent / 'cache'}", f"device={device}",
+        *overrides, *EXTRA, f"run_dir={out / 'run'}", f"trajectory.cache_dir={out.parent / 'cache'}", f"device={device}",
         f"train.steps={steps}", f"train.eval_every={steps}", f"train.sample_every={steps}",
         f"train.checkpoint_every={steps}"])
 
@@ -150,7 +153,7 @@ def method_rates(method_name: str, recipe: Any, device: torch.device, warmup: in
             "bare_images_per_s": bare_rate, "ratio": trainer_rate / bare_rate}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=["gpu", "tiny"], default="gpu",
                         help="gpu: the recipes/*-fmnist-gpu.yaml sizes (default); tiny: the test recipes (CPU)")
@@ -163,13 +166,16 @@ def main() -> None:
                         "(default: the recipe's; tiny: 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override applied to every recipe (e.g. train.batch_size=256)")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (trajectory cache is kept there)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from edgekd.cli import quiet_libraries
     from edgekd.train.loop import pick_device
 
     quiet_libraries()
+    EXTRA[:] = args.overrides
     if args.threads:
         torch.set_num_threads(args.threads)
     tiny = args.scale == "tiny"

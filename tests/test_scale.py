@@ -183,3 +183,27 @@ def test_gpu_recipes_validate(name: str) -> None:
         pytest.skip("the shared teacher is not beside this checkout")
     recipe = load_recipe(ROOT / "recipes" / name)
     assert recipe.device == "auto" and recipe.train.steps >= 10000
+
+
+@needs_fmnist
+def test_throughput_benchmark_prints_the_trainer_to_bare_ratio(tmp_path: Path, capsys, one_thread) -> None:
+    """benchmarks/throughput.py --scale tiny, shrunk further: the table and the JSON carry both speeds and the ratio."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "t.json"
+    bench.main(["--scale", "tiny", "--methods", "denoising_student", "--repeats", "2", "--window", "2",
+                "--warmup", "1", "--gen-steps", "1", "--work", str(tmp_path / "w"), "--out", str(out),
+                "--set", "teacher.steps=2", "--set", "trajectory.num_samples=40", "--set", "trajectory.heldout=8",
+                "--set", "trajectory.shard_size=40", "--set", "trajectory.batch_size=20", "--set", "train.batch_size=8"])
+    table = capsys.readouterr().out
+    assert "| workload | images/step | trainer img/s | bare loop img/s | trainer / bare |" in table
+    rows = json.loads(out.read_text())["rows"]
+    gen, ds = rows
+    assert gen["method"].startswith("teacher DDIM-1 trajectories") and gen["trainer_images_per_s"] > 0
+    assert ds["method"] == "denoising_student" and ds["images_per_step"] == 8
+    assert ds["trainer_images_per_s"] > 0 and ds["bare_images_per_s"] > 0
+    assert abs(ds["ratio"] - ds["trainer_images_per_s"] / ds["bare_images_per_s"]) < 1e-9
+    assert f"| denoising_student | 8 | {ds['trainer_images_per_s']:.1f} |" in table
