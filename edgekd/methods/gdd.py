@@ -132,8 +132,9 @@ class HeldoutFID:
 
         from edgekd.profile.classifier import FeatureNet
 
+        # sync_on_compute False: under torchrun only rank 0 evaluates; a cross-rank sync would wait for the others
         self.metric = FrechetInceptionDistance(feature=FeatureNet.from_path(feature_net), normalize=True,
-                                               reset_real_features=False)
+                                               reset_real_features=False, sync_on_compute=False)
         self.batch_size = batch_size
         for chunk in real.split(batch_size):
             self.metric.update(chunk.float().clamp(-1, 1).cpu(), real=True)

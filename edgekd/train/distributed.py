@@ -14,6 +14,7 @@ untouched, because the module object itself is not replaced.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable
@@ -147,6 +148,9 @@ def route_through_ddp(module: nn.Module, device: torch.device, entry_points: Ite
     for name in entry_points:
         fn = getattr(module, name)
         originals[name] = wrap_fn(fn) if wrap_fn is not None else fn
+    # a 1-channel conv's gradient may carry other (equivalent) strides than DDP's bucket view: harmless, but the
+    # warning would be printed by every rank
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     holder = _EntryPoints(module, originals)
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     ddp = DistributedDataParallel(holder, device_ids=ids, find_unused_parameters=find_unused)
