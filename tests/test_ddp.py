@@ -103,7 +103,8 @@ def assert_ranks_agree(run: Path) -> dict:
     ranks = json.loads((run / "ranks.json").read_text())
     assert ranks["world_size"] == 2 and [r["rank"] for r in ranks["ranks"]] == [0, 1]
     r0, r1 = ranks["ranks"]
-    assert r0["weights"] == r1["weights"], "DDP ranks ended with different weights"
+    assert r0["params"] == r1["params"], "DDP ranks ended with different parameters"
+    assert r0["weights"] == r1["weights"], "the ranks' states (parameters + buffers) differ"
     assert r0["ema"] == r1["ema"], "the EMA differs between ranks"
     assert r0["last_batch"] != r1["last_batch"], "both ranks trained on the same batch: data was not split"
     return ranks

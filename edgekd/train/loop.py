@@ -543,15 +543,21 @@ class Trainer:
         return LoopResult(step=self.step, best_eval=self.best_eval, resumed_from=resumed_from, history=history)
 
     def _record_rank_digests(self) -> None:
-        """Rank 0 writes ``ranks.json``: every rank's digest of its weights, its EMA and its last batch.
+        """Rank 0 writes ``ranks.json``: every rank's digest of its parameters (as DDP left them), its whole state
+        (after rank 0's buffers were broadcast), its EMA and its last batch.
 
         DDP keeps the weights equal on all ranks while each rank trains on other batches; this file lets anyone
         (and the tests) check both from the outside.
         """
-        from edgekd.train.distributed import gather_objects
+        from edgekd.train.distributed import broadcast_buffers, gather_objects
 
-        mine = {"rank": self.dist.rank,
-                "weights": state_digest({k: m.state_dict() for k, m in self.method.modules().items()}),
+        modules = self.method.modules()
+        params = state_digest({k: dict(m.named_parameters()) for k, m in modules.items()})  # as DDP left them
+        for module in modules.values():
+            # BatchNorm statistics: DDP copies rank 0's at every forward; the last forward updated them locally
+            broadcast_buffers(self.dist, module)
+        mine = {"rank": self.dist.rank, "params": params,
+                "weights": state_digest({k: m.state_dict() for k, m in modules.items()}),
                 "ema": state_digest(self.ema.state_dict()),
                 "last_batch": state_digest(self.last_batch or {})}
         every = gather_objects(self.dist, mine)
