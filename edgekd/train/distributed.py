@@ -45,6 +45,7 @@ class DistEnv:
 
 
 SINGLE = DistEnv()
+_OWNED = False  # whether init_distributed created the process group
 
 
 def env_from_torchrun() -> DistEnv:
@@ -75,6 +76,8 @@ def init_distributed(device_name: str) -> tuple[DistEnv, torch.device | None]:
         torch.cuda.set_device(env.local_rank)
         device = torch.device("cuda", env.local_rank)
     if not dist.is_initialized():
+        global _OWNED
+        _OWNED = True
         backend = "nccl" if use_cuda else "gloo"
         timeout = timedelta(minutes=int(os.environ.get("EDGEKD_DIST_TIMEOUT_MIN", "30")))
         dist.init_process_group(backend=backend, timeout=timeout,
@@ -89,8 +92,11 @@ def _takes_device_id() -> bool:
 
 
 def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group, if edgekd joined it (a caller's own group is left alone)."""
+    global _OWNED
+    if _OWNED and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _OWNED = False
 
 
 def barrier(env: DistEnv) -> None:
