@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
 
         recipe = load_recipe(args.recipe, args.overrides)
         run_dir = distill(recipe, resume=args.resume)
-        print(f"student saved to {run_dir / 'student'}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+            print(f"student saved to {run_dir / 'student'}")
         return 0
     if args.command == "sample":
         from edgekd.pipeline import sample_grid

@@ -45,7 +45,7 @@ from torch.nn import functional as F
 from edgekd.methods import MethodSetup, register
 from edgekd.recipe import AdvKDConfig, TrainConfig
 from edgekd.students.layerwise import LayerwiseStudent
-from edgekd.train.loop import Batch
+from edgekd.train.loop import Batch, Logs
 
 if TYPE_CHECKING:
     from edgekd.recipe import Recipe
@@ -159,6 +159,11 @@ class AdvKDMethod:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"student": self.g_opt, "discriminators": self.d_opt}
 
+    def ddp_targets(self) -> list[tuple[nn.Module, tuple[str, ...], bool]]:
+        """Under torchrun: training calls the student's ``heads`` (blocks after the current stage sit out, hence
+        DDP's unused-parameter search) and each discriminator's forward."""
+        return [(self.generator, ("heads",), True), *((d, ("forward",), False) for d in self.discriminators)]
+
     # ------------------------------------------------------------------ schedule
     def stage_of(self, step: int) -> int:
         """The last trainable block at ``step`` (joint: always the last block)."""
@@ -194,7 +199,7 @@ class AdvKDMethod:
         return F.l1_loss(fake, real) if self.cfg.regression == "l1" else F.mse_loss(fake, real)
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch: Batch, step: int, autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
+    def train_step(self, batch: Batch, step: int, autocast: Callable[[], AbstractContextManager]) -> "Logs":
         stage = self.stage_of(step)
         self.set_stage(stage)
         active = range(stage + 1)
@@ -207,8 +212,8 @@ class AdvKDMethod:
 
         # discriminators
         d_total = torch.zeros((), device=noise.device)
-        logs: dict[str, float] = {"stage": float(stage)}
-        gp_sum = 0.0
+        logs: Logs = {"stage": float(stage)}
+        gp_sum = torch.zeros((), device=noise.device)
         for k in active:
             d = self.discriminators[k]
             real = reals[k].detach().requires_grad_(True)
@@ -220,7 +225,7 @@ class AdvKDMethod:
                 (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
                 gp = grad.float().square().flatten(1).sum(1).mean()
                 loss = loss + self.cfg.gp_weight * gp
-                gp_sum += float(gp.detach())
+                gp_sum = gp_sum + gp.detach()
             d_total = d_total + loss
         self.d_opt.zero_grad(set_to_none=True)
         d_total.backward()
@@ -247,9 +252,10 @@ class AdvKDMethod:
             self.discriminators[k].requires_grad_(True)
 
         n = len(active)
-        logs.update({"loss_d": float(d_total.detach()) / n, "loss_g_adv": float(g_adv.detach()) / n,
-                     "loss_reg": float(g_reg.detach()) / n, "gp": gp_sum / n,
-                     "loss_final_l1": float(F.l1_loss(fakes[-1].detach(), reals[-1]))})
+        # 0-d tensors: the loop reads them back every train.log_every steps, not after every step
+        logs.update({"loss_d": d_total.detach() / n, "loss_g_adv": g_adv.detach() / n,
+                     "loss_reg": g_reg.detach() / n, "gp": gp_sum / n,
+                     "loss_final_l1": F.l1_loss(fakes[-1].detach(), reals[-1]).detach()})
         return logs
 
     def eval_loss(self, generator: nn.Module, batch: Batch) -> float:

@@ -132,8 +132,9 @@ class HeldoutFID:
 
         from edgekd.profile.classifier import FeatureNet
 
+        # sync_on_compute False: under torchrun only rank 0 evaluates; a cross-rank sync would wait for the others
         self.metric = FrechetInceptionDistance(feature=FeatureNet.from_path(feature_net), normalize=True,
-                                               reset_real_features=False)
+                                               reset_real_features=False, sync_on_compute=False)
         self.batch_size = batch_size
         for chunk in real.split(batch_size):
             self.metric.update(chunk.float().clamp(-1, 1).cpu(), real=True)
@@ -208,7 +209,9 @@ class GDDMethod:
         x = real.detach().float().requires_grad_(True)
         logits = self.discriminator(x)
         (grad,) = torch.autograd.grad(sum(l.float().sum() for l in logits), x, create_graph=True)
-        return grad.square().flatten(1).sum(1).mean()
+        # + 0 x the logits: the output biases get a (zero) gradient too, which DDP needs to finish its all-reduce
+        # (under torchrun a parameter without a gradient in this backward pass stalls the next step)
+        return grad.square().flatten(1).sum(1).mean() + 0.0 * sum(l.float().mean() for l in logits)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: Batch, step: int, autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:

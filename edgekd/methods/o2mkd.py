@@ -44,7 +44,7 @@ from edgekd.errors import EdgekdError
 from edgekd.methods import MethodSetup, register
 from edgekd.recipe import O2MKDConfig, TrainConfig
 from edgekd.students.o2mkd import O2MKDStudent
-from edgekd.train.loop import Batch
+from edgekd.train.loop import Batch, Logs
 
 if TYPE_CHECKING:
     from edgekd.recipe import Recipe
@@ -190,13 +190,20 @@ class O2MKDMethod:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"student": self.opt}
 
+    def ddp_targets(self) -> list[tuple[nn.Module, tuple[str, ...], bool]]:
+        """Under torchrun: training calls each student UNet (and each feature projection) on its own."""
+        targets = [(unet, ("forward",), False) for unet in self.generator.unets]
+        if self.projections is not None:
+            targets += [(conv, ("forward",), False) for convs in self.projections for conv in convs]
+        return targets
+
     def _student_params(self, i: int) -> list[torch.Tensor]:
         params = list(self.generator.unets[i].parameters())
         if self.projections is not None:
             params += list(self.projections[i].parameters())
         return params
 
-    def train_step(self, batch: Batch, step: int, autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
+    def train_step(self, batch: Batch, step: int, autocast: Callable[[], AbstractContextManager]) -> Logs:
         student, cfg = self.generator, self.cfg
         t, noise = batch["t"].long(), batch["noise"]
         x_t = diffuse(self.alphas_cumprod, batch["x0"], t, noise)
@@ -206,8 +213,9 @@ class O2MKDMethod:
         owner = student.route_batch(t)
         w = loss_weights(self.alphas_cumprod, t, cfg.weighting)
         total = x_t.new_zeros(())
-        logs: dict[str, float] = {}
-        sums = {"kd": 0.0, "denoise": 0.0, "feature": 0.0, "eps_mse": 0.0}
+        logs: Logs = {}  # 0-d tensors: the loop reads them back every train.log_every steps
+        zero = x_t.new_zeros((), dtype=torch.float32)
+        sums = {"kd": zero, "denoise": zero, "feature": zero, "eps_mse": zero}
         trained = 0
         for i, unet in enumerate(student.unets):
             idx = (owner == i).nonzero().squeeze(1)
@@ -218,17 +226,17 @@ class O2MKDMethod:
                 eps = unet(x_t[idx], t[idx]).sample.float()
             kd = weighted_mse(eps, t_eps[idx], w[idx])
             loss = cfg.kd_weight * kd
-            logs[f"kd_{i}"] = float(kd.detach())
-            sums["kd"] += logs[f"kd_{i}"]
-            sums["eps_mse"] += float(F.mse_loss(eps.detach(), t_eps[idx]))
+            logs[f"kd_{i}"] = kd.detach()
+            sums["kd"] = sums["kd"] + kd.detach()
+            sums["eps_mse"] = sums["eps_mse"] + F.mse_loss(eps.detach(), t_eps[idx]).detach()
             if cfg.denoise_weight > 0:
                 den = weighted_mse(eps, noise[idx], w[idx])
                 loss = loss + cfg.denoise_weight * den
-                sums["denoise"] += float(den.detach())
+                sums["denoise"] = sums["denoise"] + den.detach()
             if use_feats:
                 feat = feature_loss(s_feats, [g[idx] for g in t_feats], self.projections[i])
                 loss = loss + cfg.feature_weight * feat
-                sums["feature"] += float(feat.detach())
+                sums["feature"] = sums["feature"] + feat.detach()
             total = total + loss
         if trained == 0:
             raise EdgekdError("o2mkd: a training batch had no timestep inside any student's range")
@@ -240,7 +248,7 @@ class O2MKDMethod:
                 if params:
                     torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         self.opt.step()
-        logs["loss"] = float(total.detach()) / trained
+        logs["loss"] = total.detach() / trained
         logs["loss_kd"] = sums["kd"] / trained
         logs["eps_mse"] = sums["eps_mse"] / trained  # unweighted, comparable across weightings
         if cfg.denoise_weight > 0:

@@ -320,3 +320,29 @@ class _Column:
         if isinstance(idx, slice):
             idx = np.arange(len(self.parent))[idx]
         return self.parent.gather(self.key, np.asarray(idx))
+
+
+def record_rank_share(store: TrajectoryStore, teacher: DiffusionTeacher, have: int, count: int, shard_size: int,
+                      batch_size: int, device: torch.device | str, rank: int, world_size: int) -> list[int]:
+    """Under torchrun: record this rank's share of samples ``have``..``count``-1 into the shared store.
+
+    The missing range is cut into shards of ``shard_size`` and shard i goes to rank i % world_size, so the ranks
+    write disjoint shard folders (each atomically) side by side. ``have`` must be the same on every rank (rank 0
+    measures it and broadcasts it before anyone writes). The caller puts a barrier after this; then every rank
+    reads the whole store. Returns the start indices this rank wrote.
+    """
+    size = int(store._meta(shard_size)["shard_size"])  # the store's own boundaries (fixed by its first recorder)
+    starts = list(range((have // size) * size, count, size))[rank::world_size]
+    if not starts:
+        return []
+    todo = sum(min(size, count - s) for s in starts)
+    bar = tqdm(total=todo, desc=f"teacher DDIM-{store.spec.steps} trajectories (rank {rank})", unit="img",
+               dynamic_ncols=True, disable=None if rank == 0 else True)
+    for start in starts:
+        want = min(size, count - start)
+        existing = next((s for s in store.shards() if s.start == start), None)
+        if existing is not None and existing.count >= want:
+            continue
+        store._write_shard(teacher, start, want, existing, batch_size, device, bar)
+    bar.close()
+    return starts
