@@ -20,7 +20,7 @@ APP_MODEL_DIRS = {
     "android": Path("app/src/main/assets/edgekd"),
     "ios": Path("EdgekdDemo/Resources/edgekd"),
 }
-APP_TARGETS = {"web": ("onnx", "tflite"), "android": ("tflite", "onnx"), "ios": ("coreml",)}
+APP_TARGETS = {"web": ("onnx", "tflite"), "android": ("tflite",), "ios": ("coreml",)}  # what each app runs
 
 
 def _model_files(manifest: Path) -> tuple[dict, list[Path]]:
@@ -72,6 +72,8 @@ def copy_into_app(manifest: Path, app: str, apps_dir: str | Path | None = None) 
         for f in files:
             (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
         shutil.copy2(manifest, tmp / Path(manifest).name)
+        if (dest / ".gitkeep").is_file():  # the app's checkout keeps its (otherwise ignored) model folder
+            shutil.copy2(dest / ".gitkeep", tmp / ".gitkeep")
         _swap_in(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
