@@ -8,6 +8,7 @@ answer "does this export/quantised model reproduce the PyTorch one?" on the same
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -104,8 +105,10 @@ def kid_from_features(real: Tensor, fake: Tensor, subsets: int = 50, subset_size
     few hundred images a CPU profile generates. The subsets are drawn with a fixed seed: reruns agree.
     """
     size = subset_size or kid_subset_size(len(real), len(fake))
-    metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
-                                     normalize=True)
+    with warnings.catch_warnings():  # "will save all extracted features": a few hundred vectors here
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size,
+                                         normalize=True)
     metric.update(real, real=True)
     metric.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):
