@@ -8,7 +8,6 @@ readers check both and refuse a stale or damaged file with the command that re-e
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,9 @@ def check_finite_array(array: Any, what: str, fix: str) -> None:
 
 def directory_sha256(folder: Path) -> str:
     """sha256 over a folder's files (relative names and contents, sorted), e.g. a saved student."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(folder)).encode() + b"\0")
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    from edgekd.export import sha256
+
+    return sha256(Path(folder))
 
 
 def student_fingerprint(run_dir: Path) -> str:

@@ -106,16 +106,21 @@ class ManifestV2(_M):
         return self
 
 
-def read_versioned(path: Path, model: type[BaseModel], label: str, hint: str, readable: tuple[int, ...],
-                   readable_text: str) -> Any:
-    """Read a JSON manifest and validate it into ``model``; a missing file, bad JSON, an unknown format_version
-    or an invalid field is one clear error naming ``label`` and ``path``."""
+def read_json(path: Path, label: str, hint: str) -> Any:
+    """The parsed JSON at ``path``; a missing file or bad JSON is one clear error naming ``label``."""
     try:
-        raw = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise EdgekdError(f"{label} {path} not found ({hint})") from None
     except ValueError as exc:
         raise EdgekdError(f"{label} {path} is not valid JSON ({exc})") from None
+
+
+def read_versioned(path: Path, model: type[BaseModel], label: str, hint: str, readable: tuple[int, ...],
+                   readable_text: str) -> Any:
+    """Read a JSON manifest and validate it into ``model``; a missing file, bad JSON, an unknown format_version
+    or an invalid field is one clear error naming ``label`` and ``path``."""
+    raw = read_json(path, label, hint)
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if version not in readable:
         raise EdgekdError(f"{label} {path} has format_version {version!r}; this edgekd reads {readable_text}")
@@ -263,12 +268,7 @@ def read_manifest(path: Path) -> Manifest:
     """Read and validate any manifest edgekd wrote (v1, v2, v3, router) as a version-3 ``Manifest``; an unknown
     version or a malformed file is one clear error."""
     hint = "export the model with `edgekd export`"
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EdgekdError(f"manifest {path} not found ({hint})") from None
-    except ValueError as exc:
-        raise EdgekdError(f"manifest {path} is not valid JSON ({exc})") from None
+    raw = read_json(path, "manifest", hint)
     if isinstance(raw, dict) and raw.get("role") == "router":
         return _from_router(read_router_manifest(path))
     readable = f"versions {', '.join(map(str, READABLE_VERSIONS))}"

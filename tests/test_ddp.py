@@ -151,8 +151,9 @@ def test_torchrun_two_ranks_agree_and_resume_after_kill(tiny_teacher_dir: Path, 
     assert first["world_size"] == 2 and first["effective_batch"] == 16
     # one set of outputs: one TensorBoard file per session, nothing half-written, no per-rank copies
     assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 2
-    assert sorted(p.name for p in run.iterdir()) == ["best", "checkpoints", "metrics.jsonl", "ranks.json",
-                                                     "recipe.yaml", "samples", "student", "summary.json", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == [".edgekd-run", "best", "checkpoints", "metrics.jsonl",
+                                                     "ranks.json", "recipe.yaml", "samples", "student",
+                                                     "summary.json", "tb", "teacher.json"]
     weights = load_file(str(run / "student" / "model.safetensors"))
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
 

@@ -22,6 +22,8 @@ use; a damaged shard is recorded again. ``.npy`` files are memory-mapped when re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import hashlib
 import json
 import shutil
@@ -154,16 +156,21 @@ class TrajectoryStore:
             check_finite_weights(teacher.unet, f"teacher {teacher.source}")
             bar = tqdm(total=count - have, desc=f"teacher DDIM-{self.spec.steps} trajectories", unit="img",
                        dynamic_ncols=True)
-            for start in range((have // size) * size, count, size):
-                want = min(size, count - start)
-                existing = next((s for s in self.shards() if s.start == start), None)
-                if existing is not None and existing.count >= want:
-                    continue
-                self._write_shard(teacher, start, want, existing, batch_size, device, bar)
+            self.record_shards(teacher, range((have // size) * size, count, size), count, size, batch_size, device, bar)
             bar.close()
             atomic_write_json(self.dir / "meta.json", {**json.loads((self.dir / "meta.json").read_text()), **extra})
         finally:
             lock.release()
+
+    def record_shards(self, teacher: DiffusionTeacher, starts: Iterable[int], count: int, size: int, batch_size: int,
+                      device: torch.device | str, bar: tqdm) -> None:
+        """Record the shards beginning at ``starts`` (store boundaries, ending at ``count``) not complete yet."""
+        for start in starts:
+            want = min(size, count - start)
+            existing = next((s for s in self.shards() if s.start == start), None)
+            if existing is not None and existing.count >= want:
+                continue
+            self._write_shard(teacher, start, want, existing, batch_size, device, bar)
 
     def _write_shard(self, teacher: DiffusionTeacher, start: int, n: int, existing: Shard | None, batch_size: int,
                      device: torch.device | str, bar: tqdm) -> None:
@@ -338,11 +345,6 @@ def record_rank_share(store: TrajectoryStore, teacher: DiffusionTeacher, have: i
     todo = sum(min(size, count - s) for s in starts)
     bar = tqdm(total=todo, desc=f"teacher DDIM-{store.spec.steps} trajectories (rank {rank})", unit="img",
                dynamic_ncols=True, disable=None if rank == 0 else True)
-    for start in starts:
-        want = min(size, count - start)
-        existing = next((s for s in store.shards() if s.start == start), None)
-        if existing is not None and existing.count >= want:
-            continue
-        store._write_shard(teacher, start, want, existing, batch_size, device, bar)
+    store.record_shards(teacher, starts, count, size, batch_size, device, bar)
     bar.close()
     return starts
