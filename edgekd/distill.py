@@ -35,7 +35,7 @@ def open_store(recipe: Recipe, teacher: DiffusionTeacher) -> TrajectoryStore:
     if bad:
         raise EdgekdError(f"trajectory.record: step indices {bad} are outside 0..{steps - 1} (teacher.steps is {steps})")
     spec = TrajectorySpec(teacher.fingerprint, steps, recipe.teacher.timestep_spacing, recipe.teacher.eta,
-                          recipe.trajectory.seed, record, teacher.sample_shape)
+                          recipe.trajectory.seed, record, teacher.sample_shape, recipe.teacher.solver)
     return TrajectoryStore(store_root(recipe), spec)
 
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from edgekd.noise import make_noise
 from edgekd.teachers.diffusers_teacher import DiffusionTeacher
+from edgekd.teachers.diffusers_teacher import make_solver, solver_config as _solver_config
 from edgekd.train.checkpoint import AtomicDir, atomic_write_json
 
 
@@ -39,11 +40,19 @@ class TrajectorySpec:
     seed: int
     record: tuple[int, ...]
     shape: tuple[int, int, int]
+    solver: str = "ddim"
 
     @property
     def key(self) -> str:
-        text = json.dumps(self.__dict__, sort_keys=True, default=list)
-        return f"ddim{self.steps}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        """``<solver><steps>-<hash>``; the hash covers every field and, for solvers other than DDIM, the solver's
+        fixed settings (DDIM keys are unchanged from before solvers existed, so old caches stay valid)."""
+        fields = dict(self.__dict__)
+        if self.solver == "ddim":
+            fields.pop("solver")
+        else:
+            fields["solver_config"] = _solver_config(self.solver)
+        text = json.dumps(fields, sort_keys=True, default=list)
+        return f"{self.solver}{self.steps}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 @dataclass
@@ -83,12 +92,14 @@ class TrajectoryStore:
         """Record samples 0..count-1 that are not on disk yet (resumes an interrupted generation)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / "meta.json", {**self.spec.__dict__, "key": self.spec.key, "teacher": teacher.source,
-                                                   "timesteps": teacher.timesteps(self.spec.steps, self.spec.spacing)})
+                                                   "timesteps": [int(t) for t in make_solver(teacher.scheduler_config, self.spec.solver,
+                                                                                 self.spec.steps, self.spec.spacing).timesteps]}
+                          | ({} if self.spec.solver == "ddim" else {"solver_config": _solver_config(self.spec.solver)}))
         have = self.available()
         if have >= count:
             return
         todo = count - have
-        bar = tqdm(total=todo, desc=f"teacher DDIM-{self.spec.steps} trajectories", unit="img", dynamic_ncols=True)
+        bar = tqdm(total=todo, desc=f"teacher {self.spec.solver}-{self.spec.steps} trajectories", unit="img", dynamic_ncols=True)
         start = have
         while start < count:
             n = min(shard_size, count - start)
@@ -104,7 +115,7 @@ class TrajectoryStore:
         states = np.empty((n, len(spec.record), *spec.shape), dtype=np.float16) if spec.record else None
         for b in range(0, n, batch_size):
             z = noise[b : b + batch_size].to(device)
-            out, st = teacher.sample(z, spec.steps, spec.spacing, spec.eta, list(spec.record))
+            out, st = teacher.sample(z, spec.steps, spec.spacing, spec.eta, list(spec.record), solver=spec.solver)
             x0[b : b + len(z)] = out.float().cpu().numpy()
             if states is not None and st is not None:
                 states[b : b + len(z)] = st.float().cpu().numpy().astype(np.float16)
