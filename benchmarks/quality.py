@@ -13,6 +13,7 @@ evaluator) and the teacher's pair solver (target quality per teacher call); then
            then a pure non-saturating GAN against real images (conv discriminator)
 - gddi-u:  GDD-I: the same with the paper's frozen 3x3 convolutions
 - adv-kd:  Adv-KD's layerwise student (its own trajectory store with recorded states; tiny and gpu scales)
+- quickstart: the packaged quickstart recipe unchanged but for teacher.path and the pair count
 The discriminators are plain conv nets, never the FID classifier (training on the evaluator measures the metric).
 
 Columns: FID (N samples, the same noise for every generator, against the 10k Fashion-MNIST test images, features of
@@ -58,7 +59,7 @@ class Scale:
     threads: int
     real_images: int | None
     disc_channels: int = 32
-    rows: list[str] = field(default_factory=lambda: ["ds", "ds-adv", "gdd-u", "gddi-u"])
+    rows: list[str] = field(default_factory=lambda: ["ds", "ds-adv", "quickstart", "gdd-u", "gddi-u"])
     teacher_steps: int = 50
 
 
@@ -68,10 +69,10 @@ SCALES = {
                   student={"kind": "unet", "init": "scratch", "block_out_channels": [8, 8], "norm_num_groups": 4},
                   ds_steps=6, batch=8, adv_start=3, gdd_steps=4, gdd_batch=4, gdd_warm=2, advkd_steps=4,
                   fid_samples=32, repeats=2, threads=1, real_images=256, disc_channels=4,
-                  rows=["ds", "ds-adv", "gdd-u", "gddi-u", "adv-kd"], teacher_steps=4),
+                  rows=["ds", "ds-adv", "quickstart", "gdd-u", "gddi-u", "adv-kd"], teacher_steps=4),
     # the CPU table (about 90 min on an idle 2-core machine once the pairs are cached)
     "cpu": Scale(pairs=1024, heldout=64, solver="dpmsolver++", solver_steps=10,
-                 student={"kind": "unet", "init": "scratch", "block_out_channels": [16, 32, 32], "norm_num_groups": 8},
+                 student={"kind": "unet", "init": "scratch", "block_out_channels": [8, 16, 32], "norm_num_groups": 8},
                  ds_steps=1200, batch=32, adv_start=400, gdd_steps=300, gdd_batch=16, gdd_warm=150, advkd_steps=0,
                  fid_samples=2048, repeats=15, threads=2, real_images=None, disc_channels=16),
     # a lent GPU: tens of thousands of pairs, a few thousand steps of batch 256 per method
@@ -79,12 +80,12 @@ SCALES = {
                  student={"kind": "unet", "init": "scratch", "block_out_channels": [32, 64, 64], "norm_num_groups": 8},
                  ds_steps=4000, batch=256, adv_start=1500, gdd_steps=4000, gdd_batch=256, gdd_warm=1500,
                  advkd_steps=4000, fid_samples=10000, repeats=30, threads=8, real_images=None,
-                 rows=["ds", "ds-adv", "gdd-u", "gddi-u", "adv-kd"]),
+                 rows=["ds", "ds-adv", "quickstart", "gdd-u", "gddi-u", "adv-kd"]),
 }
 
 LABELS = {"ds": "Denoising Student (L1)", "ds-adv": "Denoising Student + adversarial",
           "gdd-u": "GDD (unit gain, warm start)", "gddi-u": "GDD-I (unit gain, warm start)",
-          "adv-kd": "Adv-KD (layerwise)"}
+          "adv-kd": "Adv-KD (layerwise)", "quickstart": "quickstart recipe (packaged defaults)"}
 
 
 def base(name: str, out: Path, args: argparse.Namespace, s: Scale, steps: int, batch: int) -> dict:
@@ -132,7 +133,32 @@ def recipes(out: Path, args: argparse.Namespace, s: Scale) -> dict[str, dict]:
                                                                       else [128, 64, 64, 32, 32][:blocks])}
     k["method"] = {"name": "adv_kd"}
     made["adv-kd"] = k
+    made["quickstart"] = quickstart_recipe(out, args, s)
     return {key: made[key] for key in s.rows if (not args.only or key in args.only)}
+
+
+def quickstart_recipe(out: Path, args: argparse.Namespace, s: Scale) -> dict:
+    """The packaged quickstart recipe as users get it, with only the teacher, the pair count (the scale's cached
+    pairs when its solver matches), the run folder and threads changed."""
+    import yaml
+
+    from edgekd.pipeline import QUICKSTART_RECIPE
+
+    r = yaml.safe_load(QUICKSTART_RECIPE.read_text())
+    r.update({"name": "quickstart", "run_dir": str(out / "quickstart"), "device": args.device})
+    r["teacher"]["path"] = str(args.teacher)
+    r["trajectory"].update({"num_samples": s.pairs, "heldout": s.heldout})
+    if args.cache:
+        r["trajectory"]["cache_dir"] = str(args.cache)
+    r["train"]["threads"] = s.threads
+    if s.real_images:
+        r.setdefault("data", {})["limit"] = s.real_images
+    if s.teacher_steps < 10:  # the tiny scale: a few steps only
+        r["train"].update({"steps": s.ds_steps, "batch_size": s.batch, "eval_every": 2, "checkpoint_every": 3,
+                           "sample_every": s.ds_steps, "warmup_steps": 1})
+        r["method"].update({"adv_start_step": s.adv_start, "disc_channels": s.disc_channels})
+        r["teacher"]["steps"] = s.solver_steps
+    return r
 
 
 def measure_teacher(teacher, s: Scale, cache: Path, noise: torch.Tensor):  # noqa: ANN001

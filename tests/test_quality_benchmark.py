@@ -25,7 +25,7 @@ def test_quality_benchmark_tiny_scale(tmp_path: Path, tiny_teacher_dir: Path) ->
     data = json.loads((out / "quality.json").read_text())
     names = [r["name"] for r in data["rows"]]
     assert names[:3] == ["teacher DDIM-4", "teacher dpmsolver++-3", "teacher DDIM-3"]
-    assert {"ds", "ds-adv", "gdd-u", "gddi-u", "adv-kd"} <= {r["key"] for r in data["rows"]}
+    assert {"ds", "ds-adv", "quickstart", "gdd-u", "gddi-u", "adv-kd"} <= {r["key"] for r in data["rows"]}
     for row in data["rows"]:
         assert row["fid"] >= 0 and (row.get("onnx_ms") is None or row["onnx_ms"] > 0)
         assert abs(row["ratio"] - row["fid"] / data["teacher_fid"]) < 1e-9
