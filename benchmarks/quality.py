@@ -9,6 +9,7 @@ Rows: the teacher at DDIM-50 (the reference: its FID, its ONNX latency, measured
 evaluator) and the teacher's pair solver (target quality per teacher call); then one row per student:
 - ds:      Denoising Student, pure L1 regression to the teacher's pairs (teacher.solver, e.g. DPM-Solver++-10)
 - ds-adv:  the same student and budget + the adversarial term against real images (method.adv_weight)
+- ds-teacher: the Denoising Student initialised from the teacher, pure L1, at the GDD rows' budget and lr
 - gdd-u:   GDD: the teacher's own UNet at t = T-1, unit-gain parametrisation x0 = z - eps, a regression warm start,
            then a pure non-saturating GAN against real images (conv discriminator)
 - gddi-u:  GDD-I: the same with the paper's frozen 3x3 convolutions
@@ -59,7 +60,7 @@ class Scale:
     threads: int
     real_images: int | None
     disc_channels: int = 32
-    rows: list[str] = field(default_factory=lambda: ["ds", "ds-adv", "quickstart", "gdd-u", "gddi-u"])
+    rows: list[str] = field(default_factory=lambda: ["ds", "ds-adv", "quickstart", "ds-teacher", "gdd-u", "gddi-u"])
     teacher_steps: int = 50
 
 
@@ -80,10 +81,11 @@ SCALES = {
                  student={"kind": "unet", "init": "scratch", "block_out_channels": [32, 64, 64], "norm_num_groups": 8},
                  ds_steps=4000, batch=256, adv_start=1500, gdd_steps=4000, gdd_batch=256, gdd_warm=1500,
                  advkd_steps=4000, fid_samples=10000, repeats=30, threads=8, real_images=None,
-                 rows=["ds", "ds-adv", "quickstart", "gdd-u", "gddi-u", "adv-kd"]),
+                 rows=["ds", "ds-adv", "quickstart", "ds-teacher", "gdd-u", "gddi-u", "adv-kd"]),
 }
 
 LABELS = {"ds": "Denoising Student (L1)", "ds-adv": "Denoising Student + adversarial",
+          "ds-teacher": "Denoising Student (L1), teacher init",
           "gdd-u": "GDD (unit gain, warm start)", "gddi-u": "GDD-I (unit gain, warm start)",
           "adv-kd": "Adv-KD (layerwise)", "quickstart": "quickstart recipe (packaged defaults)"}
 
@@ -118,6 +120,13 @@ def recipes(out: Path, args: argparse.Namespace, s: Scale) -> dict[str, dict]:
                      "r1_every": 16}
     adv["train"]["ema_decay"] = 0.99
     made["ds-adv"] = adv
+    # the Denoising Student initialised from the teacher (Luhman's choice) at GDD's budget: separates what GDD's
+    # GAN phase adds from what the teacher's weights and the regression warm start give
+    dst = base("ds-teacher", out, args, s, s.gdd_steps, s.gdd_batch)
+    dst["student"] = {"kind": "unet", "init": "teacher"}
+    dst["method"] = {"name": "denoising_student", "loss": "l1"}
+    dst["train"].update({"lr": 1e-4, "betas": [0.9, 0.98], "ema_decay": 0.99, "warmup_steps": 0})
+    made["ds-teacher"] = dst
     for key, innate in (("gdd-u", False), ("gddi-u", True)):
         g = base(key, out, args, s, s.gdd_steps, s.gdd_batch)
         g["method"] = {"name": "gdd", "innate": innate, "discriminator": "conv", "disc_channels": s.disc_channels,
@@ -156,7 +165,8 @@ def quickstart_recipe(out: Path, args: argparse.Namespace, s: Scale) -> dict:
     if s.teacher_steps < 10:  # the tiny scale: a few steps only
         r["train"].update({"steps": s.ds_steps, "batch_size": s.batch, "eval_every": 2, "checkpoint_every": 3,
                            "sample_every": s.ds_steps, "warmup_steps": 1})
-        r["method"].update({"adv_start_step": s.adv_start, "disc_channels": s.disc_channels})
+        if r["method"].get("adv_weight"):
+            r["method"].update({"adv_start_step": s.adv_start, "disc_channels": s.disc_channels})
         r["teacher"]["steps"] = s.solver_steps
     return r
 
@@ -186,7 +196,8 @@ def main() -> None:
     p.add_argument("--teacher", default=str(TEACHER))
     p.add_argument("--out", type=Path, default=None, help="default runs/quality-<scale>-<teacher name>")
     p.add_argument("--cache", type=Path, default=None, help="trajectory store root (default ~/.cache/edgekd)")
-    p.add_argument("--only", nargs="+", default=None, help="rows to train/measure (ds ds-adv gdd-u gddi-u adv-kd)")
+    p.add_argument("--only", nargs="+", default=None,
+                   help="rows to train/measure (ds ds-adv quickstart ds-teacher gdd-u gddi-u adv-kd)")
     p.add_argument("--adv-weight", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--fid-samples", type=int, default=None)
