@@ -306,7 +306,8 @@ def main() -> None:
               f"Budgets: pairs from the teacher's {s.solver}-{s.solver_steps} ({s.pairs - s.heldout} train, "
               f"{s.heldout} held out); ds/ds-adv {s.ds_steps} steps x batch {s.batch} (adversarial from step "
               f"{s.adv_start}, weight {args.adv_weight}); GDD rows {s.gdd_steps} steps x batch {s.gdd_batch} "
-              f"({s.gdd_warm} warm-start regression steps first). 'train s' is the distill wall time, pairs excluded "
+              f"({s.gdd_warm} warm-start regression steps first), ds-teacher the GDD rows' steps and batch at lr 1e-4 "
+              "(the quickstart row: its recipe's own). 'train s' is the distill wall time, pairs excluded "
               f"(cached). Benchmark wall time {total / 60:.1f} min, teacher FID samples {teacher_seconds / 60:.1f} min "
               f"of it (0 when cached). Threads: {s.threads}."]
     if best is not None:
