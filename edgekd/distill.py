@@ -54,7 +54,7 @@ def open_store(recipe: Recipe, teacher: DiffusionTeacher, device: torch.device |
     # bf16 trajectories are other numbers: they get their own store (float32 keys are unchanged)
     fingerprint = teacher.fingerprint + ("-bf16" if teacher_precision(recipe, device) == "bf16" else "")
     spec = TrajectorySpec(fingerprint, steps, recipe.teacher.timestep_spacing, recipe.teacher.eta,
-                          recipe.trajectory.seed, record, teacher.sample_shape)
+                          recipe.trajectory.seed, record, teacher.sample_shape, recipe.teacher.solver)
     return TrajectoryStore(store_root(recipe), spec)
 
 

@@ -76,6 +76,15 @@ class TeacherConfig(Strict):
     steps: TeacherSteps = 50
     timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
     eta: float = Field(0.0, ge=0.0, le=1.0)
+    # The ODE solver that records trajectory pairs (diffusers schedulers): DPM-Solver++ / UniPC reach DDIM-50's
+    # quality in ~10 calls; the store key includes the solver and its settings (edgekd.teachers.diffusers_teacher).
+    solver: Literal["ddim", "dpmsolver++", "unipc"] = "ddim"
+
+    @model_validator(mode="after")
+    def _eta_is_ddim(self) -> "TeacherConfig":
+        if self.eta > 0 and self.solver != "ddim":
+            raise ValueError(f"eta > 0 is DDIM's stochastic sampling; solver {self.solver} is deterministic (eta: 0)")
+        return self
 
 
 class TrajectoryConfig(Strict):
@@ -192,11 +201,32 @@ StudentConfig = Annotated[Union[UNetStudentConfig, LayerwiseStudentConfig, O2MKD
 
 
 class DenoisingStudentConfig(Strict):
-    """Luhman & Luhman 2021: regress the teacher's deterministic DDIM output in one step."""
+    """Luhman & Luhman 2021: regress the teacher's deterministic DDIM output in one step.
+
+    ``adv_weight`` > 0 adds a non-saturating GAN term against REAL images (edgekd.methods.adversarial) from step
+    ``adv_start_step`` on (before it: pure regression, the warm start). With the GAN term the held-out L1 no longer
+    ranks checkpoints (the GAN trades L1 for sharpness), so the latest EMA is kept instead of the best-L1 one.
+    """
 
     name: Literal["denoising_student"] = "denoising_student"
     reads_data: ClassVar[bool] = False  # trains on the trajectory store only
     loss: Literal["l1", "l2"] = "l1"
+    regression_weight: float = Field(1.0, ge=0.0)
+    adv_weight: float = Field(0.0, ge=0.0)
+    adv_start_step: int = Field(0, ge=0)
+    disc_channels: int = Field(32, ge=1)
+    r1_gamma: float = Field(0.1, ge=0.0)
+    r1_every: int = Field(16, ge=1)
+    d_lr: float = Field(2e-4, gt=0)
+    # the student's Adam once the GAN term is on (GAN practice: lr 2e-4, betas (0, 0.99)); null: keep train.lr/betas
+    adv_lr: float | None = Field(2e-4, gt=0)
+    diffaug: bool = False
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> "DenoisingStudentConfig":
+        if self.regression_weight == 0 and self.adv_weight == 0:
+            raise ValueError("regression_weight and adv_weight are both 0: nothing trains the student")
+        return self
 
 
 class AdvKDConfig(Strict):
@@ -278,6 +308,12 @@ class GDDConfig(Strict):
     r1_gamma: float = Field(1e-4, ge=0.0)
     r1_every: int = Field(16, ge=1)
     d_lr: float | None = Field(None, gt=0)
+    # "x0": the teacher's x0 prediction at t (gain 1/sqrt(abar) = 157 at T-1 on a linear schedule, docs/gdd.md);
+    # "unit": the Denoising Student's x0 = z - eps(z, t), unit gain on the network's output.
+    parametrisation: Literal["x0", "unit"] = "x0"
+    warm_start_steps: int = Field(0, ge=0)  # first steps: L1 regression to the teacher's pairs, no GAN
+    diffaug: bool = False
+    select_best: bool = True  # keep the EMA with the best held-out FID (on the evaluator!) or the latest one
     eval_samples: int = Field(256, ge=2)
     eval_real: int = Field(2048, ge=2)
     eval_seed: int = 3_000_000

@@ -26,6 +26,9 @@ samples and the export clamp to [-1, 1].
 
 Status: on the shared DDPM (epsilon, linear schedule) teacher no configuration tried learned garments within ~2.5k
 GPU steps of batch 256; docs/gdd.md has the measurements and the likely reason (x0 = 157 x an epsilon residual).
+Two options address it (docs/quality.md measures them): ``parametrisation: unit`` (x0 = z - eps(z, T-1), the
+Denoising Student's unit-gain form) and ``warm_start_steps`` (first steps regress the teacher's recorded pairs
+with L1, no GAN, so the GAN starts from garments). ``diffaug`` adds DiffAugment translation to D's inputs.
 
 Best-EMA selection (eval_loss): FID between the EMA generator on fixed held-out noise (method.eval_samples images,
 seed method.eval_seed) and a fixed random subset of the training images (method.eval_real), with edgekd's
@@ -75,12 +78,22 @@ def top_alpha_bar(scheduler_config: dict, timestep: int | None = None) -> tuple[
     return t, float(sched.alphas_cumprod[t])
 
 
-def build_gdd_generator(teacher: "DiffusionTeacher", timestep: int | None = None) -> OneStepUNetStudent:
-    """A trainable copy of the teacher's UNet evaluated at ``timestep`` (default T-1), eps -> x0 parametrisation."""
+def build_gdd_generator(teacher: "DiffusionTeacher", timestep: int | None = None,
+                        parametrisation: str = "x0") -> OneStepUNetStudent:
+    """A trainable copy of the teacher's UNet evaluated at ``timestep`` (default T-1).
+
+    ``x0``: the teacher's own x0 prediction, (z - sqrt(1 - abar) eps) / sqrt(abar) (gain 157 at T-1 on a linear
+    schedule: a small change of eps moves x0 a lot, which stalls the GAN, docs/gdd.md). ``unit``: the Denoising
+    Student's x0 = z - eps(z, t), unit gain, so an update of the network moves the image by as much as the output.
+    """
     import copy
 
     t, abar = top_alpha_bar(teacher.scheduler_config, timestep)
     unet = copy.deepcopy(teacher.unet).float().requires_grad_(True).train()
+    if parametrisation == "unit":
+        return OneStepUNetStudent(unet, t)
+    if parametrisation != "x0":
+        raise EdgekdError(f"method.parametrisation '{parametrisation}' is unknown (x0 or unit)")
     return OneStepUNetStudent(unet, t, alpha_bar=abar)
 
 
@@ -178,6 +191,7 @@ class GDDMethod:
         lazy = cfg.r1_every / (cfg.r1_every + 1) if cfg.r1_gamma > 0 else 1.0
         d_lr = (cfg.d_lr or train.lr) * lazy
         self.d_opt = torch.optim.Adam(self.d_params, lr=d_lr, betas=(train.betas[0] ** lazy, train.betas[1] ** lazy))
+        self.select_best = cfg.select_best  # the loop keeps the latest EMA when False
 
     # ------------------------------------------------------------------ protocol
     def modules(self) -> dict[str, nn.Module]:
@@ -214,7 +228,21 @@ class GDDMethod:
         return grad.square().flatten(1).sum(1).mean() + 0.0 * sum(l.float().mean() for l in logits)
 
     # ------------------------------------------------------------------ one step
+    def _aug(self, x: Tensor) -> Tensor:
+        from edgekd.methods.adversarial import translate
+
+        return translate(x) if self.cfg.diffaug else x
+
+    def warm_start_step(self, batch: Batch) -> dict[str, float]:
+        """L1 regression of the generator to the teacher's recorded pairs (no GAN): puts it on the image manifold."""
+        pred = self.generator(batch["pair_noise"]).float()
+        loss = F.l1_loss(pred, batch["pair_x0"])
+        self._step(loss, self.g_opt, self.g_params)
+        return {"loss_warm": float(loss.detach())}
+
     def train_step(self, batch: Batch, step: int, autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
+        if step < self.cfg.warm_start_steps:
+            return self.warm_start_step(batch)
         real, noise = batch["real"], batch["noise"]
         with autocast():
             raw = self.generator(noise).float()  # raw x0 (train mode); the generator itself runs in float32
@@ -223,8 +251,8 @@ class GDDMethod:
         # discriminator
         self._set_d_grad(True)
         with autocast():
-            d_fake = self.discriminator(fake.detach())
-            d_real = self.discriminator(real)
+            d_fake = self.discriminator(self._aug(fake.detach()))
+            d_real = self.discriminator(self._aug(real))
         loss_d = _ns_loss(d_fake, real=False) + _ns_loss(d_real, real=True)
         self._step(loss_d, self.d_opt, self.d_params)
         logs = {"loss_d": float(loss_d.detach()),
@@ -238,7 +266,7 @@ class GDDMethod:
         # generator against the updated discriminator (its weights get no gradient here)
         self._set_d_grad(False)
         with autocast():
-            g_logits = self.discriminator(fake)
+            g_logits = self.discriminator(self._aug(fake))
         loss_g = _ns_loss(g_logits, real=True)
         self._step(loss_g, self.g_opt, self.g_params)
         self._set_d_grad(True)
@@ -271,6 +299,7 @@ class RealNoiseSource:
 
     images: Tensor
     hflip: bool = False
+    pairs: object | None = None  # a TensorSource of teacher (noise, x0) for the warm start: pair_noise, pair_x0
 
     def __len__(self) -> int:
         return len(self.images)
@@ -282,7 +311,11 @@ class RealNoiseSource:
             flip = torch.from_numpy(rng.random(size) < 0.5).view(-1, 1, 1, 1)
             real = torch.where(flip, real.flip(-1), real)
         noise = torch.from_numpy(rng.standard_normal((size, *self.images.shape[1:]), dtype=np.float32))
-        return {"real": real.float(), "noise": noise}
+        out = {"real": real.float(), "noise": noise}
+        if self.pairs is not None:
+            pairs = self.pairs.batch(size, rng)  # type: ignore[attr-defined]
+            out.update({"pair_noise": pairs["noise"], "pair_x0": pairs["x0"]})
+        return out
 
 
 # --------------------------------------------------------------------------------------------- setup
@@ -306,7 +339,7 @@ def setup(recipe: "Recipe", teacher: "DiffusionTeacher", train: "TrajectorySet",
                           "set data.channels / data.resolution to match")
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.eval_seed))[: cfg.eval_real]
     fid = HeldoutFID(images[pick], cfg.feature_net)
-    generator = build_gdd_generator(teacher, cfg.timestep)
+    generator = build_gdd_generator(teacher, cfg.timestep, cfg.parametrisation)
     discriminator = build_discriminator(cfg.discriminator, shape, cfg.disc_channels, cfg.feature_net)
     method = GDDMethod(generator, discriminator, cfg, recipe.train, fid)
     tqdm.write(method.describe())
@@ -327,7 +360,8 @@ def setup(recipe: "Recipe", teacher: "DiffusionTeacher", train: "TrajectorySet",
         return {f"teacher DDIM-{recipe.teacher.steps}": preview_x0, init_label: one_step,
                 "generator (1 step)": out, "real images (not paired)": preview_real}
 
-    return MethodSetup(method, RealNoiseSource(images, recipe.data.hflip), held, preview)
+    pairs = TensorSource({"noise": train["noise"], "x0": train["x0"]}) if cfg.warm_start_steps else None
+    return MethodSetup(method, RealNoiseSource(images, recipe.data.hflip, pairs), held, preview)
 
 
 __all__ = ["FreezeReport", "GDDMethod", "HeldoutFID", "RealNoiseSource", "build_gdd_generator", "freeze_by_patterns",

@@ -39,6 +39,7 @@ from edgekd.errors import EdgekdError
 from edgekd.integrity import check_finite_array, check_finite_weights
 from edgekd.noise import make_noise
 from edgekd.teachers.diffusers_teacher import DiffusionTeacher
+from edgekd.teachers.diffusers_teacher import make_solver, solver_config as _solver_config
 from edgekd.train.checkpoint import AtomicDir, atomic_write_json
 
 STORE_FORMAT = 2
@@ -56,15 +57,18 @@ class TrajectorySpec:
     seed: int
     record: tuple[int, ...]
     shape: tuple[int, int, int]
+    solver: str = "ddim"
 
     def identity(self) -> dict:
-        return {**self.__dict__, "record": list(self.record), "shape": list(self.shape), "sampler": "ddim",
-                "dtypes": DTYPES, "format": STORE_FORMAT}
+        """Everything that changes the stored arrays: the key hashes it and meta.json records it."""
+        solver = {} if self.solver == "ddim" else {"solver_config": _solver_config(self.solver)}
+        return {**self.__dict__, "record": list(self.record), "shape": list(self.shape), "sampler": self.solver,
+                **solver, "dtypes": DTYPES, "format": STORE_FORMAT}
 
     @property
     def key(self) -> str:
         text = json.dumps(self.identity(), sort_keys=True, default=list)
-        return f"ddim{self.steps}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        return f"{self.solver}{self.steps}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 @dataclass
@@ -148,13 +152,14 @@ class TrajectoryStore:
             lock.acquire()
         try:
             size = int(self._meta(shard_size)["shard_size"])
-            extra = {"teacher": teacher.source, "timesteps": teacher.timesteps(self.spec.steps, self.spec.spacing)}
+            solver = make_solver(teacher.scheduler_config, self.spec.solver, self.spec.steps, self.spec.spacing)
+            extra = {"teacher": teacher.source, "timesteps": [int(t) for t in solver.timesteps]}
             self._verify_all()
             have = self.available()
             if have >= count:
                 return
             check_finite_weights(teacher.unet, f"teacher {teacher.source}")
-            bar = tqdm(total=count - have, desc=f"teacher DDIM-{self.spec.steps} trajectories", unit="img",
+            bar = tqdm(total=count - have, desc=f"teacher {self.spec.solver}-{self.spec.steps} trajectories", unit="img",
                        dynamic_ncols=True)
             self.record_shards(teacher, range((have // size) * size, count, size), count, size, batch_size, device, bar)
             bar.close()
@@ -187,11 +192,11 @@ class TrajectoryStore:
                 states[:have] = old["states"]
         for b in range(have, n, batch_size):
             z = noise[b : b + batch_size].to(device)
-            out, st = teacher.sample(z, spec.steps, spec.spacing, spec.eta, list(spec.record))
+            out, st = teacher.sample(z, spec.steps, spec.spacing, spec.eta, list(spec.record), solver=spec.solver)
             out = out.float().cpu().numpy()
             fix = ("nothing was cached; the teacher's weights or scheduler config are broken (check them, e.g. by "
                    "sampling it with diffusers)")
-            check_finite_array(out, f"teacher {teacher.source} output (DDIM-{spec.steps}, samples "
+            check_finite_array(out, f"teacher {teacher.source} output ({spec.solver}-{spec.steps}, samples "
                                     f"{start + b}..{start + b + len(z) - 1})", fix)
             x0[b : b + len(z)] = out
             if states is not None and st is not None:

@@ -488,7 +488,9 @@ class Trainer:
                                      "img/s": f"{record['images_per_s']:.0f}"})
                 if main and at_eval:
                     record["eval_loss"] = self.evaluate()
-                    if self.best_eval is None or record["eval_loss"] < self.best_eval:
+                    # a method may set select_best False (e.g. a GAN term): then the latest EMA is kept
+                    latest = not getattr(self.method, "select_best", True)
+                    if self.best_eval is None or record["eval_loss"] < self.best_eval or latest:
                         self.best_eval = record["eval_loss"]
                         if self.save_generator is not None:
                             self.save_generator(self.ema.module, self.run_dir / "best")

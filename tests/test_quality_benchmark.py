@@ -1,0 +1,36 @@
+"""benchmarks/quality.py at its tiny scale: every one-step row trains, exports and lands in one table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekd_testing import ROOT, needs_fmnist
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_quality_benchmark_tiny_scale(tmp_path: Path, tiny_teacher_dir: Path) -> None:
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": str(ROOT), "EDGEKD_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--scale", "tiny", "--teacher",
+                           str(tiny_teacher_dir), "--out", str(out), "--cache", str(tmp_path / "cache")],
+                          capture_output=True, text=True, env=env, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((out / "quality.json").read_text())
+    names = [r["name"] for r in data["rows"]]
+    assert names[:3] == ["teacher DDIM-4", "teacher dpmsolver++-3", "teacher DDIM-3"]
+    assert {"ds", "ds-adv", "quickstart", "gdd-u", "gddi-u", "adv-kd"} <= {r["key"] for r in data["rows"]}
+    for row in data["rows"]:
+        assert row["fid"] >= 0 and (row.get("onnx_ms") is None or row["onnx_ms"] > 0)
+        assert abs(row["ratio"] - row["fid"] / data["teacher_fid"]) < 1e-9
+        if row["calls"] == 1:
+            assert row["speedup"] > 0 and row["images_seen"] > 0 and row["params"] > 0 and row["macs"] > 0
+    table = (out / "quality.md").read_text()
+    assert "x teacher DDIM-4 FID" in table and "Denoising Student + adversarial" in table
+    assert (out / "samples.png").is_file()
