@@ -166,7 +166,7 @@ def test_store_records_with_the_chosen_solver(tmp_path: Path, tiny_teacher_dir: 
     assert torch.allclose(torch.from_numpy(got["x0"][:]), x, atol=1e-5)
     import json
 
-    assert json.loads((store.dir / "meta.json").read_text())["solver_config"]["scheduler"] == "UniPCMultistepScheduler"
+    assert json.loads((store.dir / "meta.json").read_text())["spec"]["solver_config"]["scheduler"] == "UniPCMultistepScheduler"
 
 
 def test_recipe_solver_keys(tmp_path: Path, tiny_teacher_dir: Path):
