@@ -8,6 +8,7 @@ readers check both and refuse a stale or damaged file with the command that re-e
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,21 @@ def check_finite_array(array: Any, what: str, fix: str) -> None:
         raise EdgekdError(f"{what} holds {count} NaN or infinite value(s); {fix}")
 
 
+def sha256(path: Path) -> str:
+    """Hash of a file, or of a directory (an .mlpackage) as its sorted relative paths and contents."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def directory_sha256(folder: Path) -> str:
     """sha256 over a folder's files (relative names and contents, sorted), e.g. a saved student."""
-    from edgekd.export import sha256
-
     return sha256(Path(folder))
 
 
@@ -50,8 +62,6 @@ def student_fingerprint(run_dir: Path) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    from edgekd.export import sha256
-
     return sha256(Path(path))
 
 

@@ -11,39 +11,7 @@ from torch import nn
 from edgekd.errors import EdgekdError, RecipeError
 from edgekd.recipe import Recipe, validate_mapping
 
-# Written into every run folder edgekd creates: edgekd only ever writes into, or replaces files of, a folder that
-# carries it (or a run made before the marker existed: recipe.yaml + checkpoints/), never a folder of the user's.
-MARKER = ".edgekd-run"
-
-
-def is_edgekd_folder(path: Path) -> bool:
-    """Made by edgekd: the marker, or (older runs) a recipe.yaml/recipe.json beside a checkpoints/ folder."""
-    path = Path(path)
-    legacy = ((path / "recipe.yaml").is_file() or (path / "recipe.json").is_file()) and (path / "checkpoints").is_dir()
-    return (path / MARKER).is_file() or legacy
-
-
-def claim_folder(path: Path, kind: str) -> Path:
-    """Make ``path`` an edgekd output folder: a new or empty folder, or one edgekd made before.
-
-    Refuses a file, or a non-empty folder edgekd did not write (a user's folder would get recipe.yaml overwritten
-    and student/ replaced), before anything is written."""
-    from edgekd import __version__
-    from edgekd.train.checkpoint import atomic_write_json
-
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise EdgekdError(f"run_dir {path} is a file, not a folder: set run_dir to a new folder")
-    if path.is_dir() and not is_edgekd_folder(path):
-        entries = sorted(p.name for p in path.iterdir())
-        if entries:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-            raise EdgekdError(f"run_dir {path} is an existing folder that edgekd did not create ({shown}); "
-                              "edgekd will not write into it: set run_dir to a new or empty folder")
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / MARKER).is_file():
-        atomic_write_json(path / MARKER, {"edgekd_version": __version__, "kind": kind})
-    return path
+from edgekd.paths import MARKER, claim_folder, is_edgekd_folder  # noqa: F401  (folder ownership lives in paths)
 
 
 @dataclass

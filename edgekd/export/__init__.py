@@ -31,7 +31,7 @@ from edgekd.export.targets import ExportOptions, Quantizer, all_precisions, get_
 from edgekd.manifest import (GraphEntry, ImageSpec, Manifest, NoiseV3, ParitySpec, SamplingSpec, TensorSpec,
                              manifest_path)
 from edgekd.models.spec import DDIMLoop, GraphSpec, TeacherStepModel
-from edgekd.integrity import export_identity
+from edgekd.integrity import export_identity, sha256  # noqa: F401  (sha256: edgekd.export's public name)
 from edgekd.noise import make_noise
 from edgekd.recipe import Recipe
 from edgekd.rundir import RunDir
@@ -45,19 +45,6 @@ SUFFIX = {name: t.SUFFIX for name, t in _PLUGINS.items()}
 # Dynamic-range int8 cannot reach the fp32 bar (recipe export.psnr_min, 35 dB): its own default, recorded in the
 # manifest's parity.psnr_min. Measured on the tiny run (docs/export.md): tflite int8 ~ 37 dB (student).
 INT8_PSNR_MIN = 25.0
-
-
-def sha256(path: Path) -> str:
-    """Hash of a file, or of a directory (an .mlpackage) as its sorted relative paths and contents."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def size_bytes(path: Path) -> int:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgekd.data import load_dataset
-from edgekd.rundir import claim_folder
+from edgekd.paths import claim_folder
 from edgekd.grid import labelled_rows
 from edgekd.noise import make_noise
 from edgekd.recipe import TeacherTrainRecipe, UNetArchConfig
