@@ -91,8 +91,10 @@ def test_demo_refuses_what_it_cannot_serve(tmp_path: Path, apps: Path, capsys):
 def test_demo_command_prints_the_url_and_stops_cleanly_on_ctrl_c(tmp_path: Path, apps: Path):
     fake_export(tmp_path / "run", "onnx")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKD_APPS": str(apps)}
+    # a shell's background job inherits SIGINT ignored (and Python keeps it ignored): give the child the default
     proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "demo", str(tmp_path / "run"), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.startswith("edgekd demo: serving") and "http://127.0.0.1:" in line, line + proc.stderr.read()
