@@ -570,12 +570,6 @@ def state_digest(state: Any) -> str:
     return h.hexdigest()
 
 
-def atomic_write_json_lines(path: Path, lines: list[str]) -> None:
-    from edgekd.train.checkpoint import atomic_write_text
-
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-
-
 def _compiler(enabled: bool, backend: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """torch.compile for an entry point (inductor by default; EDGEKD_COMPILE_BACKEND overrides, e.g. for tests)."""
     import os
