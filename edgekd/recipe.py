@@ -110,21 +110,30 @@ class TrajectoryConfig(Strict):
 
 
 class UNetStudentConfig(Strict):
-    """A UNet student: a copy of the teacher (init: teacher) or a slimmer UNet trained from scratch."""
+    """A UNet student: a copy of the teacher (init: teacher), the teacher's weights channel-pruned to ``width`` of
+    its channels (init: prune: the teacher's knowledge at a fraction of its cost) or a slimmer UNet trained from
+    scratch (init: scratch, ``block_out_channels``)."""
 
     kind: Literal["unet"] = "unet"
-    init: Literal["teacher", "scratch"] = "teacher"
+    init: Literal["teacher", "prune", "scratch"] = "teacher"
     block_out_channels: list[PosInt] | None = None
     layers_per_block: int = Field(1, ge=1, le=4)
     attention: bool = False
     norm_num_groups: int = Field(8, ge=1)
+    width: float | None = Field(None, gt=0.0, lt=1.0)
+    importance: Literal["l1", "l2", "taylor", "lamp", "random"] = "l2"
 
     @model_validator(mode="after")
     def _sizes_match_init(self) -> "UNetStudentConfig":
-        if self.init == "teacher" and self.block_out_channels is not None:
-            raise ValueError("block_out_channels is only used with init: scratch (init: teacher copies the teacher)")
+        if self.init != "scratch" and self.block_out_channels is not None:
+            raise ValueError(f"block_out_channels is only used with init: scratch (init: {self.init} takes the "
+                             "teacher's architecture)")
         if self.init == "scratch" and not self.block_out_channels:
             raise ValueError("init: scratch needs block_out_channels, e.g. [16, 32, 32]")
+        if self.init == "prune" and self.width is None:
+            raise ValueError("init: prune needs width, the fraction of the teacher's channels kept (e.g. 0.5)")
+        if self.init != "prune" and self.width is not None:
+            raise ValueError(f"width is only used with init: prune (init: {self.init})")
         if self.block_out_channels:
             bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
             if bad:

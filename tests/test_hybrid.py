@@ -259,3 +259,32 @@ def test_tiny_gdd_run_unit_with_warm_start(tmp_path: Path, tiny_teacher_dir: Pat
     assert "loss_warm" in lines[0] and "loss_g" in lines[-1]
     cfg = json.loads((run / "student" / "config.json").read_text())
     assert "alpha_bar" not in cfg and cfg["parametrisation"] == "x0 = noise - unet(noise, timestep)"
+
+
+@needs_fmnist
+def test_tiny_run_with_a_pruned_teacher_student_reloads_pruned(tmp_path: Path, tiny_teacher_dir: Path):
+    """init: prune copies the teacher and channel-prunes it; the run's student reloads with the pruned shapes."""
+    from edgekd.distill import distill
+    from edgekd.profile.measure import count_params
+    from edgekd.rundir import RunDir
+
+    r = tiny_recipe(tiny_teacher_dir, tmp_path / "run", method={"name": "denoising_student"}, data={"limit": 64})
+    r["student"] = {"kind": "unet", "init": "prune", "width": 0.5}
+    run = distill(load_recipe(write_recipe(tmp_path / "r.yaml", r)))
+    student = RunDir.open(run).student().eval()
+    teacher = load_teacher(tiny_teacher_dir)
+    assert count_params(student) < 0.5 * count_params(teacher.unet)
+    assert student.unet.conv_in.out_channels == teacher.unet.conv_in.out_channels // 2
+    z = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.isfinite(student(z)).all()
+
+
+def test_prune_init_needs_a_width(tmp_path: Path, tiny_teacher_dir: Path):
+    r = tiny_recipe(tiny_teacher_dir, tmp_path / "run")
+    r["student"] = {"kind": "unet", "init": "prune"}
+    with pytest.raises(RecipeError, match="init: prune needs width"):
+        load_recipe(write_recipe(tmp_path / "r.yaml", r))
+    r["student"] = {"kind": "unet", "init": "teacher", "width": 0.5}
+    with pytest.raises(RecipeError, match="width is only used with init: prune"):
+        load_recipe(write_recipe(tmp_path / "r.yaml", r))

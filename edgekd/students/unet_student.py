@@ -71,11 +71,16 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
 
 
 def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int) -> OneStepUNetStudent:
-    """A student from the recipe's ``student:`` section (init: teacher copies, init: scratch builds slim)."""
+    """A student from the recipe's ``student:`` section (init: teacher copies, init: prune copies and channel-prunes
+    (torch-pruning, DepGraph; the structure is saved with the student), init: scratch builds slim)."""
     from diffusers import UNet2DModel
 
     if cfg.init == "teacher":
         unet = copy.deepcopy(teacher_unet)
+    elif cfg.init == "prune":
+        from edgekd.compress.prune import prune_unet
+
+        unet = prune_unet(teacher_unet.float(), 1.0 - cfg.width, cfg.importance, timestep=timestep)
     else:
         tc = teacher_unet.config
         levels = len(cfg.block_out_channels)
