@@ -7,14 +7,18 @@
 
 Rows: the teacher at DDIM-50 (the reference: its FID, its ONNX latency, measured in this run on the same noise and
 evaluator) and the teacher's pair solver (target quality per teacher call); then one row per student:
-- ds:      Denoising Student, pure L1 regression to the teacher's pairs (teacher.solver, e.g. DPM-Solver++-10)
-- ds-adv:  the same student and budget + the adversarial term against real images (method.adv_weight)
-- ds-teacher: the Denoising Student initialised from the teacher, pure L1, at the GDD rows' budget and lr
-- gdd-u:   GDD: the teacher's own UNet at t = T-1, unit-gain parametrisation x0 = z - eps, a regression warm start,
-           then a pure non-saturating GAN against real images (conv discriminator)
-- gddi-u:  GDD-I: the same with the paper's frozen 3x3 convolutions
-- adv-kd:  Adv-KD's layerwise student (its own trajectory store with recorded states; tiny and gpu scales)
+- ds:         Denoising Student, pure L1 regression to the teacher's pairs, a slim UNet from scratch
+- ds-teacher: the same objective, the student initialised from the teacher (Luhman's choice)
+- ds-prune:   the same objective, the teacher's weights channel-pruned to ``prune_width`` of its channels
+- ds-adv:     ds-teacher + the adversarial term against real images (the regression + GAN hybrid)
+- gdd-u:      GDD: the teacher's own UNet at t = T-1, unit-gain parametrisation x0 = z - eps, a regression warm
+              start, then a pure non-saturating GAN against real images (conv discriminator, DiffAugment)
+- gddi-u:     GDD-I: the same with the paper's frozen 3x3 convolutions
+- o2mkd:      O2MKD at its own step count (two pruned students, each owning half of the timesteps, DDIM)
+- adv-kd:     Adv-KD's layerwise student (its own trajectory store with recorded states)
 - quickstart: the packaged quickstart recipe unchanged but for teacher.path and the pair count
+The teacher-size rows (ds-teacher, ds-prune, ds-adv, gdd-u, gddi-u) share one budget (``steps`` x ``batch``), so
+the table compares methods at the same budget; a row that fails is listed under the table, the others still run.
 The discriminators are plain conv nets, never the FID classifier (training on the evaluator measures the metric).
 
 Columns: FID (N samples, the same noise for every generator, against the 10k Fashion-MNIST test images, features of
@@ -41,53 +45,65 @@ from bench_common import FID_SEED, ROOT, TEACHER, fmt
 
 @dataclass
 class Scale:
-    """Budgets of one scale. ``pairs``: teacher trajectories (the last ``heldout`` are held out)."""
+    """Budgets of one scale. ``pairs``: teacher trajectories (the last ``heldout`` are held out). ``steps`` x
+    ``batch``: the budget every teacher-size row gets (ds-teacher, ds-prune, ds-adv, gdd-u, gddi-u: the same
+    budget, so rows compare methods, not budgets); the slim row has its own (``slim_steps`` x ``slim_batch``)."""
 
     pairs: int
     heldout: int
     solver: str
     solver_steps: int
     student: dict
-    ds_steps: int
+    slim_steps: int
+    slim_batch: int
+    steps: int
     batch: int
     adv_start: int
-    gdd_steps: int
-    gdd_batch: int
     gdd_warm: int
+    prune_width: float
+    o2mkd_steps: int
+    o2mkd_batch: int
+    o2mkd_calls: int
     advkd_steps: int
+    advkd_batch: int
     fid_samples: int
     repeats: int
     threads: int
     real_images: int | None
+    lr: float = 1e-4
     disc_channels: int = 32
-    rows: list[str] = field(default_factory=lambda: ["ds", "ds-adv", "quickstart", "ds-teacher", "gdd-u", "gddi-u"])
+    rows: list[str] = field(default_factory=lambda: list(LABELS))
     teacher_steps: int = 50
 
+
+LABELS = {"ds": "Denoising Student (L1), slim from scratch",
+          "ds-teacher": "Denoising Student (L1), teacher init",
+          "ds-prune": "Denoising Student (L1), pruned-teacher init",
+          "ds-adv": "Denoising Student + adversarial, teacher init",
+          "gdd-u": "GDD (unit gain, warm start)", "gddi-u": "GDD-I (unit gain, warm start)",
+          "o2mkd": "O2MKD (2 pruned students, DDIM)", "adv-kd": "Adv-KD (layerwise)",
+          "quickstart": "quickstart recipe (packaged defaults)"}
 
 SCALES = {
     # seconds: a random tiny teacher, a few steps each; what tests/test_quality_benchmark.py runs
     "tiny": Scale(pairs=40, heldout=8, solver="dpmsolver++", solver_steps=3,
                   student={"kind": "unet", "init": "scratch", "block_out_channels": [8, 8], "norm_num_groups": 4},
-                  ds_steps=6, batch=8, adv_start=3, gdd_steps=4, gdd_batch=4, gdd_warm=2, advkd_steps=4,
-                  fid_samples=32, repeats=2, threads=1, real_images=256, disc_channels=4,
-                  rows=["ds", "ds-adv", "quickstart", "gdd-u", "gddi-u", "adv-kd"], teacher_steps=4),
-    # the CPU table (about 90 min on an idle 2-core machine once the pairs are cached)
-    "cpu": Scale(pairs=1024, heldout=64, solver="dpmsolver++", solver_steps=10,
+                  slim_steps=6, slim_batch=8, steps=4, batch=4, adv_start=2, gdd_warm=2, prune_width=0.5,
+                  o2mkd_steps=3, o2mkd_batch=4, o2mkd_calls=4, advkd_steps=4, advkd_batch=8,
+                  fid_samples=32, repeats=2, threads=1, real_images=256, disc_channels=4, teacher_steps=4),
+    # the CPU table (about 90 min on an idle 2-core machine, teacher samples and pairs included)
+    "cpu": Scale(pairs=2048, heldout=128, solver="dpmsolver++", solver_steps=10,
                  student={"kind": "unet", "init": "scratch", "block_out_channels": [8, 16, 32], "norm_num_groups": 8},
-                 ds_steps=1200, batch=32, adv_start=400, gdd_steps=300, gdd_batch=16, gdd_warm=150, advkd_steps=0,
+                 slim_steps=1200, slim_batch=32, steps=600, batch=32, adv_start=300, gdd_warm=300, prune_width=0.5,
+                 o2mkd_steps=300, o2mkd_batch=16, o2mkd_calls=10, advkd_steps=600, advkd_batch=32,
                  fid_samples=2048, repeats=15, threads=2, real_images=None, disc_channels=16),
     # a lent GPU: tens of thousands of pairs, a few thousand steps of batch 256 per method
     "gpu": Scale(pairs=51200, heldout=1024, solver="dpmsolver++", solver_steps=10,
                  student={"kind": "unet", "init": "scratch", "block_out_channels": [32, 64, 64], "norm_num_groups": 8},
-                 ds_steps=4000, batch=256, adv_start=1500, gdd_steps=4000, gdd_batch=256, gdd_warm=1500,
-                 advkd_steps=4000, fid_samples=10000, repeats=30, threads=8, real_images=None,
-                 rows=["ds", "ds-adv", "quickstart", "ds-teacher", "gdd-u", "gddi-u", "adv-kd"]),
+                 slim_steps=4000, slim_batch=256, steps=4000, batch=256, adv_start=1500, gdd_warm=1500,
+                 prune_width=0.5, o2mkd_steps=4000, o2mkd_batch=128, o2mkd_calls=10, advkd_steps=4000,
+                 advkd_batch=256, fid_samples=10000, repeats=30, threads=8, real_images=None),
 }
-
-LABELS = {"ds": "Denoising Student (L1)", "ds-adv": "Denoising Student + adversarial",
-          "ds-teacher": "Denoising Student (L1), teacher init",
-          "gdd-u": "GDD (unit gain, warm start)", "gddi-u": "GDD-I (unit gain, warm start)",
-          "adv-kd": "Adv-KD (layerwise)", "quickstart": "quickstart recipe (packaged defaults)"}
 
 
 def base(name: str, out: Path, args: argparse.Namespace, s: Scale, steps: int, batch: int) -> dict:
@@ -106,44 +122,71 @@ def base(name: str, out: Path, args: argparse.Namespace, s: Scale, steps: int, b
     return r
 
 
+def regression(name: str, out: Path, args: argparse.Namespace, s: Scale, student: dict, lr: float) -> dict:
+    """A Denoising Student row at the teacher-size budget: L1 to the pairs, EMA 0.99, no warm-up from zero lr."""
+    r = base(name, out, args, s, s.steps, s.batch)
+    r["student"] = student
+    r["method"] = {"name": "denoising_student", "loss": "l1"}
+    r["train"].update({"lr": lr, "betas": [0.9, 0.98], "ema_decay": 0.99, "warmup_steps": 0})
+    return r
+
+
 def recipes(out: Path, args: argparse.Namespace, s: Scale) -> dict[str, dict]:
     made: dict[str, dict] = {}
-    ds = base("ds", out, args, s, s.ds_steps, s.batch)
+    ds = base("ds", out, args, s, s.slim_steps, s.slim_batch)
     ds["student"] = dict(s.student)
     ds["method"] = {"name": "denoising_student", "loss": "l1"}
     ds["train"].update({"lr": 1e-3, "betas": [0.9, 0.98], "ema_decay": 0.995})
     made["ds"] = ds
-    adv = json.loads(json.dumps(ds))
-    adv.update({"name": "ds-adv", "run_dir": str(out / "ds-adv")})
-    adv["method"] = {"name": "denoising_student", "loss": "l1", "adv_weight": args.adv_weight,
-                     "adv_start_step": s.adv_start, "disc_channels": s.disc_channels, "r1_gamma": 0.1,
-                     "r1_every": 16}
-    adv["train"]["ema_decay"] = 0.99
+    # Luhman's choice: the student starts as the teacher, so one call already gives the teacher's one-step guess
+    made["ds-teacher"] = regression("ds-teacher", out, args, s, {"kind": "unet", "init": "teacher"}, s.lr)
+    # the teacher's weights at a fraction of its channels: a cheaper network that still starts from knowledge
+    made["ds-prune"] = regression("ds-prune", out, args, s, {"kind": "unet", "init": "prune",
+                                                             "width": s.prune_width}, 3 * s.lr)
+    adv = regression("ds-adv", out, args, s, {"kind": "unet", "init": "teacher"}, s.lr)
+    adv["method"].update({"adv_weight": args.adv_weight, "adv_start_step": s.adv_start,
+                          "disc_channels": s.disc_channels, "r1_gamma": 0.1, "r1_every": 16, "diffaug": True})
     made["ds-adv"] = adv
-    # the Denoising Student initialised from the teacher (Luhman's choice) at GDD's budget: separates what GDD's
-    # GAN phase adds from what the teacher's weights and the regression warm start give
-    dst = base("ds-teacher", out, args, s, s.gdd_steps, s.gdd_batch)
-    dst["student"] = {"kind": "unet", "init": "teacher"}
-    dst["method"] = {"name": "denoising_student", "loss": "l1"}
-    dst["train"].update({"lr": 1e-4, "betas": [0.9, 0.98], "ema_decay": 0.99, "warmup_steps": 0})
-    made["ds-teacher"] = dst
     for key, innate in (("gdd-u", False), ("gddi-u", True)):
-        g = base(key, out, args, s, s.gdd_steps, s.gdd_batch)
+        g = base(key, out, args, s, s.steps, s.batch)
         g["method"] = {"name": "gdd", "innate": innate, "discriminator": "conv", "disc_channels": s.disc_channels,
                        "parametrisation": "unit", "warm_start_steps": s.gdd_warm, "r1_gamma": 0.1, "r1_every": 16,
-                       "select_best": False, "eval_samples": min(64, s.fid_samples), "eval_real": 256}
-        g["train"].update({"lr": 1e-4, "betas": [0.0, 0.99], "ema_decay": 0.99, "warmup_steps": 0})
+                       "diffaug": True, "select_best": False, "eval_samples": min(64, s.fid_samples),
+                       "eval_real": 256}
+        g["train"].update({"lr": s.lr, "betas": [0.0, 0.99], "ema_decay": 0.99, "warmup_steps": 0})
         made[key] = g
-    k = base("adv-kd", out, args, s, s.advkd_steps, s.batch)
-    k["teacher"].update({"steps": 6 if s.teacher_steps < 10 else 10})  # its own store: states are recorded
-    k["trajectory"]["record"] = [1, 2, 3, 4] if s.teacher_steps < 10 else [2, 4, 6, 8]
-    blocks = len(k["trajectory"]["record"]) + 1
-    k["student"] = {"kind": "layerwise", "input_size": 4, "channels": ([16] * blocks if s.teacher_steps < 10
-                                                                      else [128, 64, 64, 32, 32][:blocks])}
-    k["method"] = {"name": "adv_kd"}
-    made["adv-kd"] = k
+    made["o2mkd"] = o2mkd_recipe(out, args, s)
+    made["adv-kd"] = advkd_recipe(out, args, s)
     made["quickstart"] = quickstart_recipe(out, args, s)
     return {key: made[key] for key in s.rows if (not args.only or key in args.only)}
+
+
+def o2mkd_recipe(out: Path, args: argparse.Namespace, s: Scale) -> dict:
+    """O2MKD at its own step count: two students pruned from the teacher, each owning half of the timesteps, output +
+    feature KD with the teacher in the loop on real images diffused forward (no pairs)."""
+    r = base("o2mkd", out, args, s, s.o2mkd_steps, s.o2mkd_batch)
+    r["teacher"] = {"path": str(args.teacher), "steps": s.o2mkd_calls}
+    r["trajectory"] = {"num_samples": 24, "heldout": 8, "shard_size": 24, "batch_size": 24}  # preview grids only
+    if args.cache:
+        r["trajectory"]["cache_dir"] = str(args.cache)
+    r["student"] = {"kind": "o2mkd", "boundaries": [500], "init": "prune", "width": s.prune_width}
+    r["method"] = {"name": "o2mkd", "timesteps": "mixed", "kd_weight": 1.0, "feature_weight": 0.1,
+                   "denoise_weight": 0.0, "heldout_images": 64}
+    r["train"].update({"lr": 3 * s.lr, "ema_decay": 0.99})
+    return r
+
+
+def advkd_recipe(out: Path, args: argparse.Namespace, s: Scale) -> dict:
+    """Adv-KD's layerwise student: its own trajectory store (DDIM with recorded intermediate states)."""
+    r = base("adv-kd", out, args, s, s.advkd_steps, s.advkd_batch)
+    small = s.teacher_steps < 10
+    r["teacher"] = {"path": str(args.teacher), "steps": 6 if small else 10}  # DDIM: states are recorded
+    r["trajectory"]["record"] = [1, 2, 3, 4] if small else [2, 4, 6, 8]
+    blocks = len(r["trajectory"]["record"]) + 1
+    r["student"] = {"kind": "layerwise", "input_size": 4,
+                    "channels": [16] * blocks if small else [128, 64, 64, 32, 32][:blocks]}
+    r["method"] = {"name": "adv_kd"}
+    return r
 
 
 def quickstart_recipe(out: Path, args: argparse.Namespace, s: Scale) -> dict:
@@ -163,12 +206,24 @@ def quickstart_recipe(out: Path, args: argparse.Namespace, s: Scale) -> dict:
     if s.real_images:
         r.setdefault("data", {})["limit"] = s.real_images
     if s.teacher_steps < 10:  # the tiny scale: a few steps only
-        r["train"].update({"steps": s.ds_steps, "batch_size": s.batch, "eval_every": 2, "checkpoint_every": 3,
-                           "sample_every": s.ds_steps, "warmup_steps": 1})
+        r["train"].update({"steps": s.slim_steps, "batch_size": s.slim_batch, "eval_every": 2, "checkpoint_every": 3,
+                           "sample_every": s.slim_steps, "warmup_steps": 1})
         if r["method"].get("adv_weight"):
             r["method"].update({"adv_start_step": s.adv_start, "disc_channels": s.disc_channels})
         r["teacher"]["steps"] = s.solver_steps
     return r
+
+
+def onnx_manifest(run_path: Path) -> Path:
+    """The run's ONNX export (made now unless already there): the manifest of one graph or of several."""
+    from edgekd.export import export_run
+    from edgekd.manifest import manifest_path
+
+    found = sorted(p for p in (run_path / "exports" / "onnx").glob("*.manifest.json") if "teacher" not in p.name)
+    if found:
+        return found[0]
+    made = export_run(run_path)
+    return made if made.name.endswith(".manifest.json") else manifest_path(made)
 
 
 def measure_teacher(teacher, s: Scale, cache: Path, noise: torch.Tensor):  # noqa: ANN001
@@ -197,12 +252,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="default runs/quality-<scale>-<teacher name>")
     p.add_argument("--cache", type=Path, default=None, help="trajectory store root (default ~/.cache/edgekd)")
     p.add_argument("--only", nargs="+", default=None,
-                   help="rows to train/measure (ds ds-adv quickstart ds-teacher gdd-u gddi-u adv-kd)")
+                   help=f"rows to train/measure ({' '.join(LABELS)})")
     p.add_argument("--adv-weight", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--fid-samples", type=int, default=None)
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="override a budget of the scale, e.g. --set ds_steps=400 gdd_steps=150 (see Scale)")
+                   help="override a budget of the scale, e.g. --set steps=400 batch=16 (see Scale)")
     args = p.parse_args()
     s = SCALES[args.scale]
     if args.fid_samples:
@@ -219,10 +274,12 @@ def main() -> None:
     from edgekd.export import export_run
     from edgekd.grid import labelled_rows
     from edgekd.paths import default_cache_dir
-    from edgekd.profile.generators import OnnxStudent, OnnxTeacher, TorchStudent, generate_batched
+    from edgekd.profile.generators import OnnxTeacher, generate_batched
     from edgekd.profile.measure import count_macs, count_params, latency_ms
     from edgekd.profile.quality import psnr
     from edgekd.rundir import RunDir
+    from edgekd.train.checkpoint import atomic_write_text
+    from edgekd.runtime import open_generator, torch_generator
     from edgekd.teachers.diffusers_teacher import load_teacher
 
     teacher = load_teacher(args.teacher)
@@ -234,7 +291,13 @@ def main() -> None:
     fs = fid_setup(teacher.sample_shape, n)
     one = fs.noise[:1]
 
-    runs = {key: train(r, out) for key, r in recipes(out, args, s).items()}
+    runs, failed = {}, {}
+    for key, recipe in recipes(out, args, s).items():
+        try:
+            runs[key] = train(recipe, out)
+        except Exception as exc:  # noqa: BLE001 - one row failing must not cost the other rows' hour
+            failed[key] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            print(f"!! row {key} failed: {failed[key]}", flush=True)
 
     t0 = time.time()
     ref = measure_teacher(teacher, s, cache, fs.noise)
@@ -246,14 +309,13 @@ def main() -> None:
     for key, (run_path, seconds) in runs.items():
         run = RunDir.open(run_path)
         recipe = run.recipe()
-        student = run.student()
-        onnx = run.exports / "onnx" / "student.onnx"
-        if not onnx.is_file():
-            export_run(run.path)
-        images = generate_batched(TorchStudent(student), fs.noise, 64).clamp(-1, 1)
+        student = run.student().eval()
+        manifest = onnx_manifest(run.path)
+        images = generate_batched(torch_generator(student), fs.noise, 64).clamp(-1, 1)
         fid_value = fs.score(images)
-        rows.append({"key": key, "name": LABELS[key], "calls": 1, "params": count_params(student),
-                     "macs": count_macs(student, one), "onnx_ms": latency_ms(OnnxStudent(onnx, threads=1), one, s.repeats),
+        rows.append({"key": key, "name": LABELS[key], "calls": student.sampling().steps(),
+                     "params": count_params(student), "macs": count_macs(student, one),
+                     "onnx_ms": latency_ms(open_generator(manifest, threads=1), one, s.repeats),
                      "fid": fid_value, "ratio": fid_value / ref_fid, "psnr": psnr(ref_images, images),
                      "train_s": seconds, "images_seen": recipe.train.steps * recipe.train.batch_size,
                      "images": images})
@@ -304,19 +366,27 @@ def main() -> None:
               f"{s.threads} threads. Latency: "
               "onnxruntime, batch 1, 1 thread, median of repeats, every row in this run.",
               f"Budgets: pairs from the teacher's {s.solver}-{s.solver_steps} ({s.pairs - s.heldout} train, "
-              f"{s.heldout} held out); ds/ds-adv {s.ds_steps} steps x batch {s.batch} (adversarial from step "
-              f"{s.adv_start}, weight {args.adv_weight}); GDD rows {s.gdd_steps} steps x batch {s.gdd_batch} "
-              f"({s.gdd_warm} warm-start regression steps first), ds-teacher the GDD rows' steps and batch at lr 1e-4 "
-              "(the quickstart row: its recipe's own). 'train s' is the distill wall time, pairs excluded "
-              f"(cached). Benchmark wall time {total / 60:.1f} min, teacher FID samples {teacher_seconds / 60:.1f} min "
+              f"{s.heldout} held out), shared by every pair-trained row. Teacher-size rows (teacher / pruned-teacher "
+              f"init, the hybrid, GDD, GDD-I): the same {s.steps} steps x batch {s.batch} each, lr {s.lr:g} "
+              f"(pruned: {3 * s.lr:g}); the hybrid adds the adversarial term (weight {args.adv_weight}, DiffAugment) "
+              f"from step {s.adv_start}; GDD rows regress for {s.gdd_warm} warm-start steps, then pure GAN; pruned "
+              f"rows keep {s.prune_width:g} of the teacher's channels. Slim row: {s.slim_steps} steps x batch "
+              f"{s.slim_batch}, lr 1e-3. O2MKD: {s.o2mkd_steps} steps x batch {s.o2mkd_batch} per student, teacher in "
+              f"the loop on real images, DDIM-{s.o2mkd_calls}. Adv-KD: {s.advkd_steps} steps x batch "
+              f"{s.advkd_batch}, its own DDIM store with recorded states. The quickstart row: its recipe's own "
+              "budget. 'train s' is the distill wall time, pairs excluded when cached. "
+              f"Benchmark wall time {total / 60:.1f} min, teacher FID samples {teacher_seconds / 60:.1f} min "
               f"of it (0 when cached). Threads: {s.threads}."]
+    if failed:
+        lines.append("Rows that failed (not in the table): "
+                     + "; ".join(f"{key}: {why}" for key, why in failed.items()))
     if best is not None:
         lines.append(f"Best one-step student: {best['name']}, FID {best['fid']:.2f} = {best['ratio']:.2f}x the "
                      f"teacher's DDIM-50 FID ({ref_fid:.2f}), {fmt(best.get('speedup'), '.0f')}x faster (ONNX).")
     table = "\n".join(lines)
     print(table)
-    (out / "quality.md").write_text(table + "\n")
-    (out / "quality.json").write_text(json.dumps(
+    atomic_write_text(out / "quality.md", table + "\n")
+    atomic_write_text(out / "quality.json", json.dumps(
         {"rows": [{k: v for k, v in r.items() if k != "images"} for r in rows], "teacher_fid": ref_fid,
          "fid_floor": fs.floor, "seconds": total, "scale": args.scale, "teacher": args.teacher}, indent=2, default=str))
     labelled_rows({r["name"]: r["images"][:16] for r in rows}, out / "samples.png")

@@ -25,12 +25,16 @@ def test_quality_benchmark_tiny_scale(tmp_path: Path, tiny_teacher_dir: Path) ->
     data = json.loads((out / "quality.json").read_text())
     names = [r["name"] for r in data["rows"]]
     assert names[:3] == ["teacher DDIM-4", "teacher dpmsolver++-3", "teacher DDIM-3"]
-    assert {"ds", "ds-adv", "quickstart", "gdd-u", "gddi-u", "adv-kd"} <= {r["key"] for r in data["rows"]}
+    rows = {r["key"]: r for r in data["rows"]}
+    assert {"ds", "ds-teacher", "ds-prune", "ds-adv", "gdd-u", "gddi-u", "o2mkd", "adv-kd", "quickstart"} <= set(rows)
     for row in data["rows"]:
         assert row["fid"] >= 0 and (row.get("onnx_ms") is None or row["onnx_ms"] > 0)
         assert abs(row["ratio"] - row["fid"] / data["teacher_fid"]) < 1e-9
-        if row["calls"] == 1:
+        if row["images_seen"]:  # a student row
             assert row["speedup"] > 0 and row["images_seen"] > 0 and row["params"] > 0 and row["macs"] > 0
+    assert rows["o2mkd"]["calls"] == 4 and rows["ds"]["calls"] == 1  # O2MKD runs its own DDIM-4 loop
+    assert rows["ds-prune"]["params"] < 0.5 * rows["ds-teacher"]["params"]  # half the channels: ~a quarter
+    assert rows["ds-adv"]["params"] == rows["ds-teacher"]["params"] == rows["gdd-u"]["params"]
     table = (out / "quality.md").read_text()
-    assert "x teacher DDIM-4 FID" in table and "Denoising Student + adversarial" in table
+    assert "x teacher DDIM-4 FID" in table and "Denoising Student + adversarial, teacher init" in table and "Rows that failed" not in table
     assert (out / "samples.png").is_file()
