@@ -214,6 +214,22 @@ def quickstart_recipe(out: Path, args: argparse.Namespace, s: Scale) -> dict:
     return r
 
 
+START, END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
+
+
+def update_readme(path: Path, table: str) -> None:
+    """Replace what lies between the README's markers with this run's table (atomically; markers required, so a
+    README without them is never half-rewritten)."""
+    from edgekd.train.checkpoint import atomic_write_text
+
+    text = path.read_text()
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise SystemExit(f"error: {path} has no single '{START}' ... '{END}' block; add the two markers where the "
+                         "table belongs and run again")
+    head, rest = text.split(START)
+    atomic_write_text(path, head + START + "\n" + table + "\n" + END + rest.split(END, 1)[1])
+
+
 def onnx_manifest(run_path: Path) -> Path:
     """The run's ONNX export (made now unless already there): the manifest of one graph or of several."""
     from edgekd.export import export_run
@@ -256,6 +272,9 @@ def main() -> None:
     p.add_argument("--adv-weight", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--fid-samples", type=int, default=None)
+    p.add_argument("--readme", type=Path, nargs="?", const=ROOT / "README.md", default=None,
+                   help="also write the table into README.md (or the file given) between its "
+                        "<!-- quality-table:start --> and <!-- quality-table:end --> markers")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="override a budget of the scale, e.g. --set steps=400 batch=16 (see Scale)")
     args = p.parse_args()
@@ -390,6 +409,9 @@ def main() -> None:
         {"rows": [{k: v for k, v in r.items() if k != "images"} for r in rows], "teacher_fid": ref_fid,
          "fid_floor": fs.floor, "seconds": total, "scale": args.scale, "teacher": args.teacher}, indent=2, default=str))
     labelled_rows({r["name"]: r["images"][:16] for r in rows}, out / "samples.png")
+    if args.readme:
+        update_readme(args.readme, table)
+        print(f"updated the table in {args.readme}")
     print(f"wrote {out / 'quality.md'} and {out / 'samples.png'}")
 
 

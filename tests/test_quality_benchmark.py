@@ -38,3 +38,19 @@ def test_quality_benchmark_tiny_scale(tmp_path: Path, tiny_teacher_dir: Path) ->
     table = (out / "quality.md").read_text()
     assert "x teacher DDIM-4 FID" in table and "Denoising Student + adversarial, teacher init" in table and "Rows that failed" not in table
     assert (out / "samples.png").is_file()
+
+
+def test_readme_table_is_replaced_between_markers_only(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from quality import END, START, update_readme
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold table\n{END}\noutro\n")
+    update_readme(readme, "| new | table |")
+    assert readme.read_text() == f"intro\n{START}\n| new | table |\n{END}\noutro\n"
+    readme.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="quality-table:start"):
+        update_readme(readme, "| new |")
+    assert readme.read_text() == "no markers here\n"
