@@ -181,21 +181,31 @@ class O2MKDStudentConfig(Strict):
     kind: Literal["o2mkd"] = "o2mkd"
     boundaries: list[int]
     init: Literal["scratch", "prune", "teacher"] = "scratch"
-    width: float | None = Field(None, gt=0.0, le=1.0)
+    # one width for every student, or one per student (e.g. [0.75, 0.5]: a wider student where detail is made, at
+    # low t, and a narrower one for the coarse layout at high t)
+    width: Union[Annotated[float, Field(gt=0.0, le=1.0)], list[Annotated[float, Field(gt=0.0, le=1.0)]], None] = None
     block_out_channels: list[PosInt] | None = None
     norm_num_groups: int | None = Field(None, ge=1)
     importance: Literal["l1", "l2", "taylor", "lamp", "random"] = "l2"
+
+    def width_of(self, i: int) -> float | None:
+        """Student i's width (the one width, or its own entry of the list)."""
+        return self.width[i] if isinstance(self.width, list) else self.width
 
     @model_validator(mode="after")
     def _init_and_sizes(self) -> "O2MKDStudentConfig":
         b = self.boundaries
         if any(x < 1 for x in b) or any(x >= y for x, y in zip(b, b[1:])):
             raise ValueError(f"boundaries {b} must be strictly increasing timesteps >= 1 (e.g. [500] for 2 students)")
+        if isinstance(self.width, list) and len(self.width) != len(b) + 1:
+            raise ValueError(f"width has {len(self.width)} entries for {len(b) + 1} students (boundaries {b}): give one "
+                             "width per student, or a single number for all")
         if self.init == "teacher" and (self.width is not None or self.block_out_channels is not None):
             raise ValueError("init: teacher copies the teacher; width and block_out_channels are for scratch/prune")
         if self.init == "scratch" and (self.width is None) == (self.block_out_channels is None):
             raise ValueError("init: scratch needs exactly one of width (e.g. 0.5) or block_out_channels")
-        if self.init == "prune" and (self.width is None or self.width >= 1.0 or self.block_out_channels is not None):
+        widths = self.width if isinstance(self.width, list) else [self.width]
+        if self.init == "prune" and (self.width is None or max(widths) >= 1.0 or self.block_out_channels is not None):
             raise ValueError("init: prune needs width below 1 (the fraction of the teacher's channels kept, "
                              "e.g. 0.5) and no block_out_channels")
         if self.block_out_channels and self.norm_num_groups:

@@ -131,6 +131,8 @@ def _recipe_with(tmp_path: Path, teacher: Path, **student) -> Path:
     ({"block_out_channels": None}, "init: scratch needs exactly one of width"),
     ({"init": "prune", "block_out_channels": None, "width": 1.0}, "init: prune needs width below 1"),
     ({"init": "teacher"}, "init: teacher copies the teacher"),
+    ({"init": "prune", "block_out_channels": None, "width": [0.5]}, "width has 1 entries for 2 students"),
+    ({"init": "prune", "block_out_channels": None, "width": [0.5, 1.0]}, "init: prune needs width below 1"),
 ])
 def test_bad_o2mkd_recipe_is_one_recipe_error(tmp_path: Path, tiny_teacher_dir: Path, student: dict, expected: str):
     with pytest.raises(RecipeError) as err:
@@ -284,6 +286,21 @@ def test_save_load_round_trip_scratch_and_pruned(tmp_path: Path, tiny_teacher_di
         assert same == (init != "scratch"), init
         if init == "prune":
             assert config["students"][0]["arch"]["type"] == "pruned"
+
+
+def test_students_of_different_widths_per_range_round_trip(tmp_path: Path, tiny_teacher_dir: Path):
+    """width as a list: each student pruned to its own width; saved and reloaded with those shapes."""
+    teacher = load_teacher(str(tiny_teacher_dir))
+    cfg = O2MKDStudentConfig(boundaries=[500], init="prune", width=[0.75, 0.25])
+    student = build_o2mkd_student(cfg, teacher, 4, "trailing").eval()
+    sizes = [sum(p.numel() for p in u.parameters()) for u in student.unets]
+    assert sizes[0] > 2 * sizes[1], sizes  # the low-t student keeps three times the channels
+    save_student(student, tmp_path / "s")
+    loaded = load_student(tmp_path / "s")
+    assert [sum(p.numel() for p in u.parameters()) for u in loaded.unets] == sizes
+    noise = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(noise), student(noise))
 
 
 # --------------------------------------------------------------------------------------------- export + router

@@ -210,7 +210,7 @@ def build_o2mkd_student(cfg: Any, teacher: Any, steps: int, spacing: str) -> O2M
         if cfg.init == "teacher":
             unet = copy.deepcopy(teacher.unet)
         elif cfg.init == "scratch":
-            widths = cfg.block_out_channels or scaled_widths(list(t_cfg.block_out_channels), cfg.width, groups)
+            widths = cfg.block_out_channels or scaled_widths(list(t_cfg.block_out_channels), cfg.width_of(i), groups)
             bad = [c for c in widths if c % groups]
             if bad:
                 raise EdgekdError(f"student.block_out_channels {bad} are not divisible by the GroupNorm groups ({groups})")
@@ -220,7 +220,7 @@ def build_o2mkd_student(cfg: Any, teacher: Any, steps: int, spacing: str) -> O2M
 
             lo, hi = range_edges(list(cfg.boundaries), teacher.num_train_timesteps)[i : i + 2]
             # the timestep only matters for taylor importance: the middle of the student's own range
-            unet = prune_unet(teacher.unet, 1.0 - cfg.width, cfg.importance, timestep=(lo + hi - 1) // 2, seed=i)
+            unet = prune_unet(teacher.unet, 1.0 - cfg.width_of(i), cfg.importance, timestep=(lo + hi - 1) // 2, seed=i)
         unets.append(unet.float().requires_grad_(True).train())
     return O2MKDStudent(unets, list(cfg.boundaries), teacher.scheduler_config, steps, spacing, teacher.sample_shape,
                         [cfg.init] * n)
