@@ -362,6 +362,9 @@ class TrainConfig(Strict):
     """The loop shared by every method."""
 
     steps: int = Field(2000, ge=1)
+    # a wall-clock budget for this session's training: stop after the first step past it (with an eval and a
+    # checkpoint, as at the last step), so one recipe fits a time budget on a fast and on a slow machine
+    max_minutes: float | None = Field(None, gt=0)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.98)

@@ -19,8 +19,8 @@ from edgekd.train.checkpoint import atomic_write_json, find_resume_checkpoint
 # keys (dotted, prefix match) a --resume may change
 MAY_CHANGE = (
     "name", "run_dir", "device",
-    "train.steps", "train.eval_every", "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.threads",
+    "train.steps", "train.max_minutes", "train.eval_every", "train.sample_every", "train.checkpoint_every",
+    "train.keep_checkpoints", "train.threads",
     "trajectory.cache_dir", "trajectory.batch_size", "trajectory.shard_size",
     "export", "profile", "compress",
 )
@@ -55,7 +55,7 @@ def check_resume(run: RunDir, recipe: Recipe) -> None:
         more = f" (and {len(changes) - 1} more: {', '.join(k for k, _, _ in changes[1:4])})" if len(changes) > 1 else ""
         raise EdgekdError(
             f"--resume: the recipe changes {key} from {was!r} to {now!r}{more}, but {run.path} was trained with the "
-            f"old value; a resume may change only train.steps, the eval/sample/checkpoint intervals, threads, "
+            f"old value; a resume may change only train.steps and max_minutes, the eval/sample/checkpoint intervals, threads, "
             "device and the export/profile/compress sections. Undo the change, or distill into a new run_dir"
         )
 

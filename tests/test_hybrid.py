@@ -288,3 +288,24 @@ def test_prune_init_needs_a_width(tmp_path: Path, tiny_teacher_dir: Path):
     r["student"] = {"kind": "unet", "init": "teacher", "width": 0.5}
     with pytest.raises(RecipeError, match="width is only used with init: prune"):
         load_recipe(write_recipe(tmp_path / "r.yaml", r))
+
+
+@needs_fmnist
+def test_time_budget_stops_with_an_eval_and_a_checkpoint_and_resume_continues(tmp_path: Path, tiny_teacher_dir: Path,
+                                                                              capsys):
+    """train.max_minutes: the step that crosses the budget is treated as the last one (eval, student, checkpoint)."""
+    import json
+
+    from edgekd.distill import distill
+
+    r = tiny_recipe(tiny_teacher_dir, tmp_path / "run", method={"name": "denoising_student"}, data={"limit": 64})
+    r["train"]["max_minutes"] = 1e-6  # spent after the first step
+    run = distill(load_recipe(write_recipe(tmp_path / "r.yaml", r)))
+    summary = json.loads((run / "summary.json").read_text())
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == 1 and lines[-1]["step"] == 1 and "eval_loss" in lines[-1]
+    assert "train.max_minutes (1e-06) reached at step 1 of 12" in capsys.readouterr().out
+    assert (run / "student").is_dir() and (run / "samples" / "step_00000001.png").is_file()
+    r["train"]["max_minutes"] = None  # the rest of the steps, from the checkpoint at step 1
+    run = distill(load_recipe(write_recipe(tmp_path / "r.yaml", r)), resume=True)
+    assert json.loads((run / "summary.json").read_text())["steps"] == 12

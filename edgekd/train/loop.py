@@ -403,6 +403,18 @@ class Trainer:
         self._routed = []
 
     # ------------------------------------------------------------------ the loop
+    def _past(self, deadline: float) -> bool:
+        """Whether the time budget is spent; under DDP rank 0's clock decides for every rank (one all-reduce, only
+        in runs that set train.max_minutes), so all ranks stop at the same step."""
+        past = time.monotonic() >= deadline
+        if not self.dist.enabled:
+            return past
+        import torch.distributed as torch_dist
+
+        flag = torch.tensor([1.0 if past and self.dist.is_main else 0.0], device=self.device)
+        torch_dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
     def run(self, resume: bool = False) -> LoopResult:
         from edgekd.train.distributed import broadcast_buffers
         from edgekd.train.prefetch import Prefetcher
@@ -442,6 +454,7 @@ class Trainer:
         window = MetricWindow()
         images_seen, t_window = 0, time.perf_counter()
         first_record = True
+        deadline = None if self.cfg.max_minutes is None else time.monotonic() + 60.0 * self.cfg.max_minutes
         prefetch = Prefetcher(self.source, self.cfg.batch_size, self.rng, self.device, depth=self.cfg.prefetch,
                               channels_last=self.channels_last) if self.step < self.cfg.steps else None
         try:
@@ -462,10 +475,11 @@ class Trainer:
                 window.add(logs)
                 if self.step_callback is not None:
                     self.step_callback(self.step)
-                at_eval = self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps
-                at_sample = self.sample_fn is not None and (self.step % self.cfg.sample_every == 0
-                                                             or self.step == self.cfg.steps)
-                at_ckpt = self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps
+                out_of_time = deadline is not None and self.step < self.cfg.steps and self._past(deadline)
+                last = self.step == self.cfg.steps or out_of_time
+                at_eval = self.step % self.cfg.eval_every == 0 or last
+                at_sample = self.sample_fn is not None and (self.step % self.cfg.sample_every == 0 or last)
+                at_ckpt = self.step % self.cfg.checkpoint_every == 0 or last
                 if self.step % self.log_every and not (at_eval or at_sample or at_ckpt):
                     bar.update(1)
                     continue
@@ -508,6 +522,11 @@ class Trainer:
                 if at_ckpt:
                     self.save_checkpoint()
                 bar.update(1)
+                if out_of_time:
+                    if main:
+                        tqdm.write(f"train.max_minutes ({self.cfg.max_minutes:g}) reached at step {self.step} of "
+                                   f"{self.cfg.steps}: stopped there (--resume continues the run)")
+                    break
             if self.dist.enabled:
                 self._record_rank_digests()
         except KeyboardInterrupt:
