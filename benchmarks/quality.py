@@ -247,8 +247,10 @@ def measure_teacher(teacher, s: Scale, cache: Path, noise: torch.Tensor):  # noq
     from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
 
     out = {}
-    # the reference first; then the pair solver and DDIM at the same number of calls (target quality per call)
-    for solver, steps in dict.fromkeys([("ddim", s.teacher_steps), (s.solver, s.solver_steps), ("ddim", s.solver_steps)]):
+    # the reference first; then the pair solver, DDIM and DPM-Solver++ at the same number of calls (target quality
+    # per call: which solver suits this teacher)
+    for solver, steps in dict.fromkeys([("ddim", s.teacher_steps), (s.solver, s.solver_steps), ("ddim", s.solver_steps),
+                                        ("dpmsolver++", s.solver_steps)]):
         spec = TrajectorySpec(teacher.fingerprint, steps, "trailing", 0.0, FID_SEED, (), teacher.sample_shape, solver)
         store = TrajectoryStore(cache, spec)
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ def test_quality_benchmark_tiny_scale(tmp_path: Path, tiny_teacher_dir: Path) ->
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((out / "quality.json").read_text())
     names = [r["name"] for r in data["rows"]]
-    assert names[:3] == ["teacher DDIM-4", "teacher dpmsolver++-3", "teacher DDIM-3"]
+    assert names[:3] == ["teacher DDIM-4", "teacher dpmsolver++-3", "teacher DDIM-3"]  # pair solver, then DDIM
     rows = {r["key"]: r for r in data["rows"]}
     assert {"ds", "ds-teacher", "ds-prune", "ds-adv", "gdd-u", "gddi-u", "o2mkd", "adv-kd", "quickstart"} <= set(rows)
     for row in data["rows"]:
