@@ -146,6 +146,8 @@ def recipes(out: Path, args: argparse.Namespace, s: Scale) -> dict[str, dict]:
     adv = regression("ds-adv", out, args, s, {"kind": "unet", "init": "teacher"}, s.lr)
     adv["method"].update({"adv_weight": args.adv_weight, "adv_start_step": s.adv_start,
                           "disc_channels": s.disc_channels, "r1_gamma": 0.1, "r1_every": 16, "diffaug": True})
+    if args.d_lr:
+        adv["method"]["d_lr"] = args.d_lr
     made["ds-adv"] = adv
     for key, innate in (("gdd-u", False), ("gddi-u", True)):
         g = base(key, out, args, s, s.steps, s.batch)
@@ -154,6 +156,8 @@ def recipes(out: Path, args: argparse.Namespace, s: Scale) -> dict[str, dict]:
                        "diffaug": True, "select_best": False, "eval_samples": min(64, s.fid_samples),
                        "eval_real": 256}
         g["train"].update({"lr": s.lr, "betas": [0.0, 0.99], "ema_decay": 0.99, "warmup_steps": 0})
+        if args.d_lr:
+            g["method"]["d_lr"] = args.d_lr
         made[key] = g
     made["o2mkd"] = o2mkd_recipe(out, args, s)
     made["adv-kd"] = advkd_recipe(out, args, s)
@@ -272,6 +276,9 @@ def main() -> None:
     p.add_argument("--only", nargs="+", default=None,
                    help=f"rows to train/measure ({' '.join(LABELS)})")
     p.add_argument("--adv-weight", type=float, default=1.0)
+    p.add_argument("--d-lr", type=float, default=None,
+                   help="the discriminators' lr in the hybrid and GDD rows (default: the methods' own; e.g. 4x the "
+                        "student's for a two-time-scale update)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--fid-samples", type=int, default=None)
     p.add_argument("--readme", type=Path, nargs="?", const=ROOT / "README.md", default=None,
@@ -378,6 +385,7 @@ def main() -> None:
     command = (f"python benchmarks/quality.py --scale {args.scale} --teacher {args.teacher}"
                + (f" --fid-samples {args.fid_samples}" if args.fid_samples else "")
                + (f" --set {' '.join(args.set)}" if args.set else "")
+               + (f" --d-lr {args.d_lr:g}" if args.d_lr else "")
                + (f" --only {' '.join(args.only)}" if args.only else ""))
     lines += ["", f"Command: `{command}`. Teacher {teacher.source}.",
               f"FID: {n} samples per generator on the same noise (seed {FID_SEED}) against the 10k Fashion-MNIST test "
