@@ -80,7 +80,7 @@ def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int) -> OneS
     elif cfg.init == "prune":
         from edgekd.compress.prune import prune_unet
 
-        unet = prune_unet(teacher_unet.float(), 1.0 - cfg.width, cfg.importance, timestep=timestep)
+        unet = prune_unet(teacher_unet, 1.0 - cfg.width, cfg.importance, timestep=timestep).float()
     else:
         tc = teacher_unet.config
         levels = len(cfg.block_out_channels)
