@@ -404,11 +404,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _past(self, deadline: float) -> bool:
-        """Whether the time budget is spent; under DDP rank 0's clock decides for every rank (one all-reduce, only
-        in runs that set train.max_minutes), so all ranks stop at the same step."""
+        """Whether the time budget is spent; under DDP rank 0's clock decides for every rank, so all ranks stop at
+        the same step. The all-reduce (a host sync) runs only every ``log_every`` steps, where the loop syncs anyway."""
         past = time.monotonic() >= deadline
         if not self.dist.enabled:
             return past
+        if self.step % self.log_every:
+            return False
         import torch.distributed as torch_dist
 
         flag = torch.tensor([1.0 if past and self.dist.is_main else 0.0], device=self.device)
