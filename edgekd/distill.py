@@ -18,7 +18,7 @@ from edgekd.recipe import Recipe
 from edgekd.resume import prepare_run, start_run
 from edgekd.rundir import RunDir
 from edgekd.students import save_student
-from edgekd.teachers.diffusers_teacher import DiffusionTeacher, load_teacher
+from edgekd.teachers.diffusers_teacher import DiffusionTeacher, load_recipe_teacher, load_teacher
 from edgekd.methods import setup_method
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore, record_rank_share
 from edgekd.train import distributed as dist
@@ -93,7 +93,7 @@ def _distill(recipe: Recipe, resume: bool, env: dist.DistEnv, rank_device: torch
 
     if not env.is_main:
         dist.barrier(env)  # rank 0 loads (downloads) the teacher first
-    teacher = load_teacher(recipe.teacher.path, device)
+    teacher = load_recipe_teacher(recipe, device)
     if env.is_main:
         dist.barrier(env)
     check_teacher_matches_data(recipe, teacher)

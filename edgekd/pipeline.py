@@ -46,11 +46,11 @@ def sample_grid(run_path: Path, num: int, seed: int, teacher_steps: int | None, 
     that head learned (the recipe's DDIM steps and recorded points), for the same noise: the denoising, layer by
     layer.
     """
-    from edgekd.teachers.diffusers_teacher import load_teacher
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
 
     run = RunDir.open(run_path)
     recipe = run.recipe()
-    teacher = load_teacher(recipe.teacher.path)
+    teacher = load_recipe_teacher(recipe)
     if previews:
         return _preview_grid(run, recipe, teacher, num, seed, out)
     steps = teacher_steps or recipe.teacher.steps

@@ -70,9 +70,13 @@ class DataConfig(Strict):
 
 
 class TeacherConfig(Strict):
-    """A diffusers UNet2DModel + scheduler (local directory or hub id) and how to sample it."""
+    """A diffusers teacher (pipeline folder, unet/ + scheduler/, or hub id; docs/teachers.md) and how to sample it."""
 
     path: str
+    # classifier-free guidance of a text or DiT teacher (1: none); part of the trajectory store's identity
+    guidance_scale: float = Field(1.0, ge=0.0, le=50.0)
+    # the prompts a text teacher's recordings, previews and FID cycle through (sample i: prompt i mod len)
+    prompts: list[str] | None = Field(None, min_length=1)
     steps: TeacherSteps = 50
     timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
     eta: float = Field(0.0, ge=0.0, le=1.0)

@@ -117,10 +117,10 @@ def _real_images(recipe: Any, n: int, seed: int) -> torch.Tensor | None:
 def _open_store(recipe: Any) -> Any:
     """The recipe's trajectory store when it holds samples, else None."""
     from edgekd.distill import open_store
-    from edgekd.teachers.diffusers_teacher import load_teacher
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
 
     try:
-        store = open_store(recipe, load_teacher(recipe.teacher.path))
+        store = open_store(recipe, load_recipe_teacher(recipe))
     except (EdgekdError, OSError, ValueError):
         return None
     return store if store.available() > 0 else None

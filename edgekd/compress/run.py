@@ -110,7 +110,7 @@ def _quantize(run_path: Path, recipe: Recipe) -> None:
 def prune_run(run: RunDir, recipe: Recipe, teacher: bool = False, out: Path | None = None,
               fid_samples: int | None = None, resume: bool = False, exporter: str = "dynamo") -> Path:
     from edgekd.compress.prune import prune_student, prune_unet
-    from edgekd.teachers.diffusers_teacher import load_teacher
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
     from edgekd.train.loop import pick_device, seed_everything
 
     cfg = recipe.compress.prune
@@ -122,7 +122,7 @@ def prune_run(run: RunDir, recipe: Recipe, teacher: bool = False, out: Path | No
         raise EdgekdError(f"--out {derived.path} is the run itself; choose another folder")
     if derived.recipe_file.is_file() and not resume:
         raise EdgekdError(f"{derived.path} already exists; pass --resume to continue it, or delete it / choose --out")
-    t = load_teacher(recipe.teacher.path)
+    t = load_recipe_teacher(recipe)
     seed_everything(recipe.seed)
     device = pick_device(recipe.device)
 

@@ -162,11 +162,11 @@ class Prepared:
 def prepare(run_path: Path, teacher: bool = False) -> Prepared:
     """Open and load everything (run, recipe, teacher, model) before anything is written: the run's student, or
     with ``teacher`` the teacher's step, as graphs ready for ``export_model``."""
-    from edgekd.teachers.diffusers_teacher import load_teacher
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
 
     run = RunDir.open(run_path, need_student=not teacher)
     recipe = run.recipe()
-    t_model = load_teacher(recipe.teacher.path)
+    t_model = load_recipe_teacher(recipe)
     model = (TeacherStepModel(t_model, recipe.teacher.steps, recipe.teacher.timestep_spacing) if teacher
              else run.student())
     sampling = model.sampling()

@@ -31,7 +31,7 @@ from edgekd.profile.measure import REPEAT_BUDGET_S, count_macs, count_params, fi
     measure_in_subprocess, thread_counts
 from edgekd.rundir import RunDir
 from edgekd.runtime import generate_batched
-from edgekd.teachers.diffusers_teacher import load_teacher
+from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore
 from edgekd.train.checkpoint import atomic_write_json, atomic_write_text
 
@@ -182,7 +182,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     thread_list = thread_counts(threads or cfg.threads)
     steps_list = sorted(set(teacher_steps or cfg.teacher_steps))
     features = feature_network(inception, cfg.feature_net)  # fail on a bad --inception before any work
-    teacher = load_teacher(recipe.teacher.path)
+    teacher = load_recipe_teacher(recipe)
     shape = teacher.sample_shape
     student = run.student()
     student_steps = _student_steps(student)  # > 1: O2MKD, several graphs routed by timestep in a DDIM loop
