@@ -53,13 +53,23 @@ def open_store(recipe: Recipe, teacher: DiffusionTeacher, device: torch.device |
         raise EdgekdError(f"trajectory.record: step indices {bad} are outside 0..{steps - 1} (teacher.steps is {steps})")
     # bf16 trajectories are other numbers: they get their own store (float32 keys are unchanged)
     fingerprint = teacher.fingerprint + ("-bf16" if teacher_precision(recipe, device) == "bf16" else "")
+    condition = None
+    if teacher.condition is not None:
+        condition = json.dumps(teacher.condition.describe(), sort_keys=True)
     spec = TrajectorySpec(fingerprint, steps, recipe.teacher.timestep_spacing, recipe.teacher.eta,
-                          recipe.trajectory.seed, record, teacher.sample_shape, recipe.teacher.solver)
+                          recipe.trajectory.seed, record, teacher.sample_shape, recipe.teacher.solver,
+                          condition, float(teacher.guidance_scale))
     return TrajectoryStore(store_root(recipe), spec)
 
 
 def check_teacher_matches_data(recipe: Recipe, teacher: DiffusionTeacher) -> None:
-    c, h, _ = teacher.sample_shape
+    """Real images must have the teacher's image shape when the method trains on them (a method that learns from
+    the teacher alone never reads the data section; the profile says when FID cannot be computed)."""
+    from edgekd.methods import method_reads_data
+
+    if not method_reads_data(recipe):
+        return
+    c, h, _ = teacher.image_shape
     if (c, h) != (recipe.data.channels, recipe.data.resolution):
         raise EdgekdError(
             f"teacher {recipe.teacher.path} makes {c}x{h}x{h} images but data is {recipe.data.channels}x"

@@ -701,11 +701,14 @@ def check_recipe_files(recipe: Recipe, source: str) -> None:
     teacher = resolve_builtin(recipe.teacher.path)
     if not teacher.exists() and not (HUB_ID.match(recipe.teacher.path) and not recipe.teacher.path.startswith((".", "/"))):
         raise RecipeError(f"{source}: key 'teacher.path': teacher directory {teacher} does not exist")
-    if teacher.exists() and not (teacher / "unet").is_dir() and not (teacher / "config.json").is_file():
-        raise RecipeError(
-            f"{source}: key 'teacher.path': {teacher} is not a diffusers checkpoint "
-            "(expected unet/ and scheduler/ folders, or a config.json)"
-        )
+    if teacher.exists():
+        from edgekd.errors import EdgekdError
+        from edgekd.teachers.layout import read_layout
+
+        try:
+            read_layout(teacher)
+        except EdgekdError as exc:
+            raise RecipeError(f"{source}: key 'teacher.path': {exc}") from None
     hub_teacher = not teacher.exists()
     if getattr(recipe.method, "reads_data", True) or not hub_teacher:
         # A hub recipe whose method trains on the trajectory store alone (recipes/cifar10-ddpm-gpu.yaml) must validate

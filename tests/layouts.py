@@ -36,7 +36,7 @@ def _kl_vae(latent_channels: int = 4):
                          layers_per_block=1, norm_num_groups=4, sample_size=16, scaling_factor=0.18215)
 
 
-def clip_tokenizer(folder: Path, max_length: int = 16):
+def clip_tokenizer(folder: Path, max_length: int = 32):
     """A CLIP BPE tokenizer over single characters (every byte-level character and its word-final form), with no
     merges: real CLIPTokenizer code, a vocabulary small enough to write here."""
     from transformers import CLIPTokenizer

@@ -118,7 +118,7 @@ def test_conditions_and_parts_are_described(folders: dict[str, Path]) -> None:
     cls = load_teacher(str(folders["class"]))
     assert cls.condition.parse("sneaker") == 7 and not cls.latent
     sd = load_teacher(str(folders["sd"]))
-    assert sd.condition.kind == "text" and sd.condition.hidden_shape == (16, 16)
+    assert sd.condition.kind == "text" and sd.condition.hidden_shape == (32, 16)
     assert load_teacher(str(folders["vpred"])).prediction_type == "v_prediction"
     # every part is in the fingerprint: another guidance or decoder is another teacher's store
     assert len({load_teacher(str(folders[k])).fingerprint for k in ("pixel", "class", "vpred", "ldm", "sd", "dit")}) == 6
@@ -154,5 +154,5 @@ def test_refusals_are_one_line(folders: dict[str, Path], tmp_path: Path) -> None
         load_teacher(str(folders["class"]), guidance_scale=3.0)
     with pytest.raises(EdgekdError, match="out of range"):
         ClassCondition(10).parse("12")
-    with pytest.raises(EdgekdError, match="at most 16"):
-        load_teacher(str(folders["sd"])).encode_prompts(["a prompt far longer than sixteen tokens"])
+    with pytest.raises(EdgekdError, match="at most 32"):
+        load_teacher(str(folders["sd"])).encode_prompts(["a prompt far, far longer than thirty-two tokens"])

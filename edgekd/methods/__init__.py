@@ -42,7 +42,32 @@ def register(name: str) -> Callable[[SetupFn], SetupFn]:
 def setup_method(recipe: "Recipe", teacher: "DiffusionTeacher", train: "TrajectorySet", heldout: "TrajectorySet",
                  device: torch.device) -> MethodSetup:
     discover()
+    if not teacher.plain and recipe.method.name not in ANY_TEACHER:
+        from edgekd.errors import EdgekdError
+
+        raise EdgekdError(f"method {recipe.method.name} takes unconditional epsilon-prediction pixel UNet2DModel "
+                          f"teachers for now; this teacher is {teacher_kind(teacher)}: use method: "
+                          "denoising_student (docs/teachers.md)")
     return REGISTRY[recipe.method.name](recipe, teacher, train, heldout, device)
+
+
+# methods whose students take any teacher edgekd loads (condition, latents, prediction type, denoiser family)
+ANY_TEACHER = ("denoising_student",)
+
+
+def teacher_kind(teacher: "DiffusionTeacher") -> str:
+    """A few words for what a teacher is: '<class> (class-conditional, latent, v_prediction)'."""
+    notes = [f"{teacher.condition.kind}-conditional"] if teacher.condition is not None else []
+    notes += ["latent"] if teacher.latent else []
+    notes += [teacher.prediction_type] if teacher.prediction_type != "epsilon" else []
+    return f"a {type(teacher.unet).__name__}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def method_reads_data(recipe: "Recipe") -> bool:
+    """Whether the recipe's method trains on real images (the others learn from the teacher's outputs alone)."""
+    if recipe.method.name == "denoising_student":
+        return recipe.method.adv_weight > 0
+    return True
 
 
 def discover() -> dict[str, SetupFn]:

@@ -50,6 +50,7 @@ class DenoisingStudentMethod:
                 cfg.disc_channels, cfg.r1_gamma, cfg.r1_every, cfg.d_lr, cfg.diffaug))
         # the GAN trades held-out L1 for sharpness: best-L1 selection would undo it (the loop reads this)
         self.select_best = self.adversarial is None
+        self.cond_table: torch.Tensor | None = None  # text teachers: prompt index -> embedding [P, L, D]
 
     def modules(self) -> dict[str, nn.Module]:
         if self.adversarial is None:
@@ -66,8 +67,21 @@ class DenoisingStudentMethod:
         pred = pred.float()
         return F.l1_loss(pred, target) if self.cfg.loss == "l1" else F.mse_loss(pred, target)
 
+    def condition(self, batch: Batch) -> torch.Tensor | None:
+        """The student's condition input for the batch's condition ids (text: the prompts' embeddings)."""
+        ids = batch.get("cond")
+        if ids is None:
+            return None
+        if self.cond_table is None:
+            return ids.long()
+        return self.cond_table.to(ids.device)[ids.long()]
+
+    def forward(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        cond = self.condition(batch)
+        return net(batch["noise"]) if cond is None else net(batch["noise"], cond)
+
     def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
-        return self.regression(net(batch["noise"]), batch["x0"])
+        return self.regression(self.forward(net, batch), batch["x0"])
 
     def train_step(self, batch: Batch, step: int, autocast: Callable[[], AbstractContextManager]) -> dict[str, float]:
         adv = self.adversarial is not None and step >= self.cfg.adv_start_step
@@ -77,7 +91,7 @@ class DenoisingStudentMethod:
             return {"loss": backward_step(loss, self.opt, self.generator.parameters(), self.grad_clip)}
         assert self.adversarial is not None
         with autocast():
-            pred = self.generator(batch["noise"]).float()
+            pred = self.forward(self.generator, batch).float()
         logs = self.adversarial.d_step(pred, batch["real"], step, autocast)
         reg = self.regression(pred, batch["x0"])
         gan = self.adversarial.generator_loss(pred, autocast)
@@ -99,18 +113,27 @@ def setup(recipe: "Recipe", teacher: "DiffusionTeacher", train: "TrajectorySet",
     from edgekd.train.loop import TensorSource
 
     first_t = teacher.timesteps(recipe.teacher.steps, recipe.teacher.timestep_spacing)[0]
-    student = build_unet_student(recipe.student, teacher.unet, first_t)
+    student = build_unet_student(recipe.student, teacher.unet, first_t, teacher)
     method = DenoisingStudentMethod(student, recipe.method, recipe.train, teacher.sample_shape)
-    held = TensorSource({"noise": heldout["noise"], "x0": heldout["x0"]}).all()
-    preview_noise, preview_x0 = held["noise"][:16], held["x0"][:16]
+    columns = ["noise", "x0"] + (["cond"] if teacher.condition is not None else [])
+    if teacher.condition is not None and teacher.condition.kind == "text":
+        method.cond_table = teacher.condition_input(torch.arange(len(teacher.condition.prompts))).float().cpu()
+    if method.adversarial is not None and (teacher.condition is not None or teacher.latent):
+        from edgekd.errors import EdgekdError
+
+        raise EdgekdError("method.adv_weight > 0 (the adversarial term on real images) takes unconditional pixel "
+                          "teachers for now; set method.adv_weight: 0 for this teacher")
+    held = TensorSource({k: heldout[k] for k in columns}).all()
+    preview_batch = {k: v[:16] for k, v in held.items()}
     solver = "DDIM" if recipe.teacher.solver == "ddim" else recipe.teacher.solver
 
     def preview(net: nn.Module) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            out = net(preview_noise.to(device)).float().cpu()
-        return {f"teacher {solver}-{recipe.teacher.steps}": preview_x0, "student (1 step)": out}
+            out = method.forward(net, {k: v.to(device) for k, v in preview_batch.items()}).float().cpu()
+        return {f"teacher {solver}-{recipe.teacher.steps}": teacher.decode(preview_batch["x0"]).cpu(),
+                "student (1 step)": teacher.decode(out).cpu()}
 
-    source = TensorSource({"noise": train["noise"], "x0": train["x0"]})
+    source = TensorSource({k: train[k] for k in columns})
     if method.adversarial is not None:
         from edgekd.data import load_dataset
 

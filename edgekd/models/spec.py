@@ -25,6 +25,7 @@ class InputSpec:
     name: str
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
+    high: int | None = None  # an integer input's values are 0..high-1 (class ids)
 
 
 @dataclass
@@ -47,6 +48,8 @@ class GraphSpec:
         for spec in self.inputs:
             if spec.name == "timestep":
                 out[spec.name] = torch.full((batch,), self.timestep, dtype=spec.dtype)
+            elif spec.high is not None:
+                out[spec.name] = torch.arange(batch, dtype=spec.dtype) % spec.high
             else:
                 out[spec.name] = torch.randn(batch, *spec.shape)
         return out

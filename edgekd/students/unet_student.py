@@ -1,7 +1,14 @@
-"""A one-step UNet student: x_0 = z - net(z, t_first), the Denoising Student's epsilon-style parametrisation.
+"""A one-step student: x_0 = z - net(z, t_first), the Denoising Student's epsilon-style parametrisation.
 
 Initialised from the teacher (same architecture, same weights) or a slimmer UNet from scratch. The timestep is a
-constant baked into the graph, so the exported model takes noise only.
+constant baked into the graph, so the exported model takes noise (and the teacher's condition: class ids or text
+embeddings, a real graph input) only. ``net`` is any denoiser family the teacher has (edgekd.teachers.denoisers);
+the output is scaled with unit gain for the teacher's prediction type, so a student initialised from the teacher
+starts at the teacher's own one-step x0 estimate:
+    epsilon:      x0 = z - net
+    v_prediction: x0 = sqrt(a) z - sqrt(1 - a) net      (a = alphas_cumprod[t_first])
+    sample:       x0 = net
+For a latent teacher x0 is a latent (the decoder graph makes the picture).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekd.errors import EdgekdError
 from edgekd.models.spec import OneStepGraphs
 
 
@@ -21,16 +29,39 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
     export computes) and left raw in train mode, so a discriminator sees and penalises out-of-range pixels and
     every pixel keeps its gradient (see docs/gdd.md)."""
 
-    def __init__(self, unet: nn.Module, timestep: int, alpha_bar: float | None = None):
+    def __init__(self, unet: nn.Module, timestep: int, alpha_bar: float | None = None,
+                 prediction_type: str = "epsilon", condition: dict[str, Any] | None = None,
+                 latent: bool = False, t_alpha: float | None = None):
         super().__init__()
+        from edgekd.teachers.denoisers import family_of
+
         self.unet = unet
+        self.family = family_of(unet)
         self.timestep = int(timestep)
         self.graph_timestep = self.timestep
         self.alpha_bar = None if alpha_bar is None else float(alpha_bar)
+        self.prediction_type = prediction_type
+        self.condition = condition  # {"kind": "class", "input": "class_labels", "high": K} or text (shape)
+        self.latent = bool(latent)
+        self.t_alpha = t_alpha  # alphas_cumprod[timestep], for the v-prediction parametrisation
+        if prediction_type == "v_prediction" and t_alpha is None:
+            raise ValueError("a v-prediction student needs alphas_cumprod at its timestep")
 
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+    def _net(self, noise: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        from edgekd.teachers.denoisers import call_denoiser
+
+        return call_denoiser(self.unet, self.family, noise, self.timestep, condition)
+
+    def forward(self, noise: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        if self.condition is not None and condition is None:
+            raise ValueError(f"this student takes a {self.condition['kind']} condition")
+        if self.prediction_type == "v_prediction":
+            a = float(self.t_alpha)
+            return a ** 0.5 * noise - (1.0 - a) ** 0.5 * self._net(noise, condition)
+        if self.prediction_type == "sample":
+            return self._net(noise, condition)
         if self.alpha_bar is None:
-            return noise - self.unet(noise, self.timestep).sample
+            return noise - self._net(noise, condition)
         if torch.is_autocast_enabled(noise.device.type):  # 1/sqrt(alpha_bar) (~157) amplifies bf16 rounding
             with torch.autocast(noise.device.type, enabled=False):
                 return self.forward(noise.float())
@@ -44,7 +75,23 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
         size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
         return (int(cfg.in_channels), int(size), int(size))
 
+    def graphs(self) -> list[Any]:
+        """noise (+ the condition input) -> image (a latent for a latent teacher)."""
+        from edgekd.models.spec import GraphSpec, InputSpec
+
+        inputs = [InputSpec("noise", tuple(self.input_shape))]
+        if self.condition is not None:
+            c = self.condition
+            inputs.append(InputSpec(c["input"], (), torch.int64, high=int(c["high"])) if c["kind"] == "class"
+                          else InputSpec(c["input"], tuple(c["shape"])))
+        return [GraphSpec("student", self, inputs, "latent" if self.latent else "image", self.graph_timestep)]
+
     def export_config(self) -> dict[str, Any]:
+        extra = {"net_class": type(self.unet).__name__, "prediction_type": self.prediction_type,
+                 "condition": self.condition, "latent": self.latent, "t_alpha": self.t_alpha}
+        if self.family != "unet2d" or self.condition is not None or self.latent or self.prediction_type != "epsilon":
+            return {"kind": "one_step_unet", "timestep": self.timestep, "unet": dict(self.unet.config),
+                    **self._pruned(), **extra, "parametrisation": self.parametrisation()}
         if self.alpha_bar is not None:
             return {"kind": "one_step_unet", "timestep": self.timestep, "unet": dict(self.unet.config), **self._pruned(),
                     "alpha_bar": self.alpha_bar, "parametrisation":
@@ -52,17 +99,24 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
         return {"kind": "one_step_unet", "timestep": self.timestep, "unet": dict(self.unet.config), **self._pruned(),
                 "parametrisation": "x0 = noise - unet(noise, timestep)"}
 
+    def parametrisation(self) -> str:
+        cond = ", condition" if self.condition is not None else ""
+        return {"epsilon": f"x0 = noise - net(noise, timestep{cond})",
+                "v_prediction": f"x0 = sqrt(a) noise - sqrt(1 - a) net(noise, timestep{cond}), a = {self.t_alpha}",
+                "sample": f"x0 = net(noise, timestep{cond})"}[self.prediction_type]
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "OneStepUNetStudent":
-        from diffusers import UNet2DModel
+        import diffusers
 
         unet_cfg = {k: v for k, v in config["unet"].items() if not k.startswith("_")}
-        unet = UNet2DModel(**unet_cfg)
+        unet = getattr(diffusers, config.get("net_class", "UNet2DModel")).from_config(unet_cfg)
         if config.get("pruned"):  # channel-pruned by edgekd compress: config["unet"] is the unpruned build
             from edgekd.compress.prune import apply_structure
 
             apply_structure(unet, config["pruned"])
-        return cls(unet, config["timestep"], config.get("alpha_bar"))
+        return cls(unet, config["timestep"], config.get("alpha_bar"), config.get("prediction_type", "epsilon"),
+                   config.get("condition"), bool(config.get("latent", False)), config.get("t_alpha"))
 
     def _pruned(self) -> dict[str, Any]:
         """``{"pruned": structure}`` when the UNet was channel-pruned (edgekd.compress.prune), else nothing."""
@@ -70,11 +124,44 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
         return {"pruned": structure} if structure else {}
 
 
-def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int) -> OneStepUNetStudent:
+def student_condition(teacher: Any) -> dict[str, Any] | None:
+    """The condition input a student of ``teacher`` takes (what the teacher's denoiser takes)."""
+    cond = teacher.condition
+    if cond is None:
+        return None
+    if cond.kind == "class":
+        return {"kind": "class", "input": "class_labels", "high": cond.num_classes, "names":
+                {str(k): v for k, v in sorted(cond.names.items())}}
+    return {"kind": "text", "input": "encoder_hidden_states", "shape": list(cond.hidden_shape),
+            "max_length": cond.max_length}
+
+
+def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int, teacher: Any = None) -> OneStepUNetStudent:
     """A student from the recipe's ``student:`` section (init: teacher copies, init: prune copies and channel-prunes
-    (torch-pruning, DepGraph; the structure is saved with the student), init: scratch builds slim)."""
+    (torch-pruning, DepGraph; the structure is saved with the student), init: scratch builds slim). With the
+    ``teacher`` it takes the teacher's condition and prediction type, and outputs latents for a latent teacher."""
     from diffusers import UNet2DModel
 
+    if teacher is not None and not teacher.plain:
+        from edgekd.teachers.diffusers_teacher import make_ddim
+
+        if cfg.init == "prune" and teacher.family != "unet2d":
+            raise EdgekdError(f"student.init: prune takes UNet2DModel teachers; this teacher is a "
+                              f"{type(teacher_unet).__name__} (use init: teacher or scratch)")
+        if cfg.init == "scratch" and teacher.family == "dit":
+            raise EdgekdError("student.init: scratch builds UNets; for a DiT teacher use init: teacher")
+        if cfg.init == "teacher":
+            unet = copy.deepcopy(teacher_unet)
+        elif cfg.init == "prune":
+            from edgekd.compress.prune import prune_unet
+
+            unet = prune_unet(teacher_unet, 1.0 - cfg.width, cfg.importance, timestep=timestep).float()
+        else:
+            unet = _scratch(cfg, teacher_unet)
+        a = float(make_ddim(teacher.scheduler_config, 1).alphas_cumprod[timestep])
+        unet.requires_grad_(True).train()
+        return OneStepUNetStudent(unet, timestep, None, teacher.prediction_type, student_condition(teacher),
+                                  teacher.latent, a)
     if cfg.init == "teacher":
         unet = copy.deepcopy(teacher_unet)
     elif cfg.init == "prune":
@@ -82,13 +169,27 @@ def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int) -> OneS
 
         unet = prune_unet(teacher_unet, 1.0 - cfg.width, cfg.importance, timestep=timestep).float()
     else:
-        tc = teacher_unet.config
-        levels = len(cfg.block_out_channels)
-        down = tuple("AttnDownBlock2D" if cfg.attention and i == levels - 2 else "DownBlock2D" for i in range(levels))
-        up = tuple("AttnUpBlock2D" if cfg.attention and i == 1 else "UpBlock2D" for i in range(levels))
-        unet = UNet2DModel(sample_size=tc.sample_size, in_channels=tc.in_channels, out_channels=tc.out_channels,
-                           block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
-                           down_block_types=down, up_block_types=up, norm_num_groups=cfg.norm_num_groups,
-                           add_attention=cfg.attention, attention_head_dim=8)
+        unet = _scratch(cfg, teacher_unet)
     unet.requires_grad_(True).train()
     return OneStepUNetStudent(unet, timestep)
+
+
+def _scratch(cfg: Any, teacher_unet: nn.Module) -> nn.Module:
+    """A slim UNet of the teacher's family (UNet2DModel, or UNet2DConditionModel with cross-attention on the
+    teacher's text width) on the teacher's sample shape, taking the same class labels."""
+    import diffusers
+
+    tc = teacher_unet.config
+    levels = len(cfg.block_out_channels)
+    common = dict(sample_size=tc.sample_size, in_channels=tc.in_channels, out_channels=tc.in_channels,
+                  block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+                  norm_num_groups=cfg.norm_num_groups)
+    if type(teacher_unet).__name__ == "UNet2DConditionModel":
+        down = tuple("CrossAttnDownBlock2D" if i < levels - 1 else "DownBlock2D" for i in range(levels))
+        up = tuple("UpBlock2D" if i == 0 else "CrossAttnUpBlock2D" for i in range(levels))
+        return diffusers.UNet2DConditionModel(**common, down_block_types=down, up_block_types=up,
+                                              cross_attention_dim=tc.cross_attention_dim, attention_head_dim=8)
+    down = tuple("AttnDownBlock2D" if cfg.attention and i == levels - 2 else "DownBlock2D" for i in range(levels))
+    up = tuple("AttnUpBlock2D" if cfg.attention and i == 1 else "UpBlock2D" for i in range(levels))
+    return diffusers.UNet2DModel(**common, down_block_types=down, up_block_types=up, add_attention=cfg.attention,
+                                 attention_head_dim=8, num_class_embeds=tc.get("num_class_embeds"))

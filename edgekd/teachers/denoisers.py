@@ -38,14 +38,21 @@ class DenoiserCall(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int,
                 condition: torch.Tensor | None = None) -> torch.Tensor:
-        if self.family == "unet2d":
-            return self.net(sample, timestep, class_labels=condition).sample
-        if self.family == "unet2d_condition":
-            return self.net(sample, timestep, encoder_hidden_states=condition).sample
-        if not torch.is_tensor(timestep) or timestep.dim() == 0:
-            timestep = torch.as_tensor(timestep, device=sample.device).reshape(1).expand(sample.shape[0])
-        out = self.net(sample, timestep=timestep, class_labels=condition).sample
-        return out[:, : sample.shape[1]]  # learned sigma: the variance half is not part of the ODE
+        return call_denoiser(self.net, self.family, sample, timestep, condition)
+
+
+def call_denoiser(net: nn.Module, family: str, sample: torch.Tensor, timestep: torch.Tensor | int,
+                  condition: torch.Tensor | None = None) -> torch.Tensor:
+    """The prediction of ``net`` (of ``family``) at (sample, timestep) given the condition (class ids or text
+    embeddings; None for an unconditional network)."""
+    if family == "unet2d":
+        return net(sample, timestep, class_labels=condition).sample
+    if family == "unet2d_condition":
+        return net(sample, timestep, encoder_hidden_states=condition).sample
+    if not torch.is_tensor(timestep) or timestep.dim() == 0:
+        timestep = torch.as_tensor(timestep, device=sample.device).reshape(1).expand(sample.shape[0])
+    out = net(sample, timestep=timestep, class_labels=condition).sample
+    return out[:, : sample.shape[1]]  # learned sigma: the variance half is not part of the ODE
 
 
 def family_of(net: nn.Module) -> str:

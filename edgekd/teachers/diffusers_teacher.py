@@ -437,6 +437,8 @@ def load_teacher(path: str, device: torch.device | str = "cpu", prompts: list[st
         raise MissingResourceError(f"cannot load the teacher from {local}: {text}") from None
     condition: Any = None
     n, null = num_classes(unet)
+    if n and null is None and layout.id2label and n == len(layout.id2label) + 1 and max(layout.id2label) == n - 2:
+        n, null = n - 1, n - 1  # edgekd's convention (edgekd teacher train, classes:): the last embedding = no class
     if n:
         unknown = sorted(k for k in layout.id2label if not 0 <= k < n)
         if unknown:

@@ -10,6 +10,8 @@ dtypes and this store's format):
                                                                      edgekd.noise: index i uses seed + i)
                                                  .../x0.npy       float32 [n, C, H, W]  the teacher's DDIM output
                                                  .../states.npy   float16 [n, K, C, H, W] x_t before recorded steps
+                                                 .../cond.npy     int64 [n] the condition ids (conditional teachers:
+                                                                     class ids or prompt indices, sample i: i mod K)
                                                  .../shard.json   sha256, shape and dtype of each array
 
 Shards start at multiples of the key's shard_size (fixed by the first recording, whoever asks later), so two
@@ -58,11 +60,17 @@ class TrajectorySpec:
     record: tuple[int, ...]
     shape: tuple[int, int, int]
     solver: str = "ddim"
+    condition: str | None = None  # JSON of the teacher's condition (kind, classes or the prompt list)
+    guidance: float = 1.0
 
     def identity(self) -> dict:
-        """Everything that changes the stored arrays: the key hashes it and meta.json records it."""
+        """Everything that changes the stored arrays: the key hashes it and meta.json records it (an unconditional
+        teacher's identity, and so its key, is what it was before conditions existed)."""
         solver = {} if self.solver == "ddim" else {"solver_config": _solver_config(self.solver)}
-        return {**self.__dict__, "record": list(self.record), "shape": list(self.shape), "sampler": self.solver,
+        out = {k: v for k, v in self.__dict__.items() if k not in ("condition", "guidance")}
+        if self.condition is not None:
+            out.update(condition=json.loads(self.condition), guidance=self.guidance)
+        return {**out, "record": list(self.record), "shape": list(self.shape), "sampler": self.solver,
                 **solver, "dtypes": DTYPES, "format": STORE_FORMAT}
 
     @property
@@ -183,6 +191,7 @@ class TrajectoryStore:
         spec = self.spec
         have = existing.count if existing is not None else 0
         noise = make_noise(spec.seed, start, n, spec.shape)
+        cond = teacher.condition.draw(start, n) if teacher.condition is not None else None
         x0 = np.empty((n, *spec.shape), dtype=np.float32)
         states = np.empty((n, len(spec.record), *spec.shape), dtype=np.float16) if spec.record else None
         if existing is not None:
@@ -192,7 +201,9 @@ class TrajectoryStore:
                 states[:have] = old["states"]
         for b in range(have, n, batch_size):
             z = noise[b : b + batch_size].to(device)
-            out, st = teacher.sample(z, spec.steps, spec.spacing, spec.eta, list(spec.record), solver=spec.solver)
+            c = cond[b : b + batch_size] if cond is not None else None
+            out, st = teacher.sample(z, spec.steps, spec.spacing, spec.eta, list(spec.record), solver=spec.solver,
+                                     condition=c, guidance=spec.guidance)
             out = out.float().cpu().numpy()
             fix = ("nothing was cached; the teacher's weights or scheduler config are broken (check them, e.g. by "
                    "sampling it with diffusers)")
@@ -204,7 +215,8 @@ class TrajectoryStore:
                 check_finite_array(st16, f"teacher {teacher.source} intermediate states (float16)", fix)
                 states[b : b + len(z)] = st16
             bar.update(len(z))
-        arrays = {"noise": noise.numpy(), "x0": x0, **({"states": states} if states is not None else {})}
+        arrays = {"noise": noise.numpy(), "x0": x0, **({"states": states} if states is not None else {}),
+                  **({"cond": cond.numpy()} if cond is not None else {})}
         with AtomicDir(self.dir / f"shard_{start:08d}_{n:08d}") as tmp:
             files = {}
             for name, array in arrays.items():
@@ -221,6 +233,8 @@ class TrajectoryStore:
         out = {"noise": ([shard.count, c, h, w], "float32"), "x0": ([shard.count, c, h, w], "float32")}
         if self.spec.record:
             out["states"] = ([shard.count, len(self.spec.record), c, h, w], "float16")
+        if self.spec.condition is not None:
+            out["cond"] = ([shard.count], "int64")
         return out
 
     def shard_problem(self, shard: Shard, full: bool = False) -> str | None:

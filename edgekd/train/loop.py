@@ -84,7 +84,10 @@ class TensorSource:
 def _as_tensor(array: Any, idx: Any) -> torch.Tensor:
     if isinstance(array, torch.Tensor):
         return array[idx]
-    return torch.from_numpy(np.asarray(array[idx], dtype=np.float32))
+    part = np.asarray(array[idx])
+    if np.issubdtype(part.dtype, np.integer):  # condition ids (class ids, prompt indices) stay integers
+        return torch.from_numpy(part.astype(np.int64))
+    return torch.from_numpy(part.astype(np.float32, copy=False))
 
 
 def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: Any,
