@@ -20,7 +20,11 @@ from edgekd.errors import EdgekdError
 MANIFEST_VERSION = 3
 # Version 2 added tflite/coreml fields (quantization, parity_skipped, checks, runtime_options); every one is
 # optional, so a version-1 file (ONNX only) still reads as it was written. Version 3: models[] + sampling.
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
+# Version 4 (docs/manifest-v4.md): a pipeline of graphs, written when a model has a condition or a decoder stage
+# (``condition``: class ids or text through a text-encoder graph; ``decode``: the decoder graph); a model without
+# either is still written as version 3, byte for byte what older apps read.
+PIPELINE_VERSION = 4
 PORTABLE_NOISE = "mulberry32-boxmuller-v1"
 SEED_CONVENTION = "image i of seed s: torch.randn(shape, generator=torch.Generator().manual_seed(s + i))"
 TO_PIXELS = "pixel = round((clip(x, -1, 1) + 1) * 127.5), uint8"
@@ -192,8 +196,49 @@ class ImageSpec(_M):
     channels: int
 
 
+class ClassConditionSpec(_M):
+    """The denoiser takes class ids (int, 0..num_classes-1) in graph input ``input``."""
+
+    kind: Literal["class"] = "class"
+    input: str
+    num_classes: int
+    names: dict[str, str] = Field(default_factory=dict)
+
+
+class TokenizerSpec(_M):
+    """The CLIP BPE tokenizer's files (beside the manifest, in ``folder``) and how token ids are padded."""
+
+    kind: Literal["clip_bpe"] = "clip_bpe"
+    folder: str
+    files: list[str]
+    max_length: int
+    bos_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+
+
+class TextConditionSpec(_M):
+    """The denoiser takes text embeddings in graph input ``input``, made by graph ``graph`` from token ids
+    (``tokenizer``); ``prompts``: what the student was distilled on."""
+
+    kind: Literal["text"] = "text"
+    input: str
+    graph: str
+    tokenizer: TokenizerSpec
+    prompts: list[str] = Field(default_factory=list)
+
+
+class DecodeSpec(_M):
+    """The denoiser makes latents; graph ``graph`` makes the picture (its scaling factor is inside the graph)."""
+
+    graph: str
+    input: str = "latent"
+    scaling_factor: float
+    latent_shape: list[int]
+
+
 class Manifest(_M):
-    """Version 3: every export, one graph or several."""
+    """Version 3: every export, one graph or several; version 4 adds the condition and decode stages."""
 
     format_version: int = MANIFEST_VERSION
     edgekd_version: str
@@ -211,12 +256,21 @@ class Manifest(_M):
     image: ImageSpec
     source: dict[str, Any] = Field(default_factory=dict)
     created: str
+    condition: ClassConditionSpec | TextConditionSpec | None = Field(None, discriminator="kind")
+    decode: DecodeSpec | None = None
+    guidance_scale: float | None = Field(None, description="the teacher's classifier-free guidance the student "
+                                                           "learned (the student itself runs unguided, once)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
         names = [g.name for g in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"graph names {names} are not unique")
+        staged = [x for x in (getattr(self.condition, "graph", None), getattr(self.decode, "graph", None)) if x]
+        if sorted(set(staged) - set(names)):
+            raise ValueError(f"condition/decode name graphs {sorted(set(staged) - set(names))} that models[] lacks")
+        if (self.condition is not None or self.decode is not None) and self.format_version < PIPELINE_VERSION:
+            raise ValueError("condition and decode stages need format_version 4")
         used = [self.sampling.graph] if isinstance(self.sampling, OneStepSampling) else self.sampling.graph_per_step
         unknown = sorted(set(used) - set(names))
         if unknown:
@@ -274,7 +328,7 @@ def read_manifest(path: Path) -> Manifest:
     readable = f"versions {', '.join(map(str, READABLE_VERSIONS))}"
     if isinstance(raw, dict) and raw.get("format_version") in (1, 2):
         return _from_v2(read_versioned(path, ManifestV2, "manifest", hint, (1, 2), readable))
-    return read_versioned(path, Manifest, "manifest", hint, (3,), readable)
+    return read_versioned(path, Manifest, "manifest", hint, (3, 4), readable)
 
 
 def _from_v2(m: ManifestV2) -> Manifest:

@@ -135,6 +135,15 @@ class GraphJob:
     def example(self, b: int) -> dict[str, torch.Tensor]:
         return self.graph.example(b)
 
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The per-item output shape (a step graph's epsilon and a one-step graph's image/latent: the sample's
+        shape; a text encoder's [L, D]; a decoder's image)."""
+        if self.graph.name in ("text_encoder", "decoder"):
+            with torch.no_grad():
+                return tuple(self.model(*self.example(1).values()).shape[1:])
+        return self.shape
+
     def what(self, target: str) -> str:
         who = f"{self.name} step (through DDIM-{TEACHER_PARITY_STEPS} with this graph alone)" if self.teacher else self.name
         return f"{self.run.path}: {target} {who}"
@@ -167,8 +176,15 @@ def prepare(run_path: Path, teacher: bool = False) -> Prepared:
     run = RunDir.open(run_path, need_student=not teacher)
     recipe = run.recipe()
     t_model = load_recipe_teacher(recipe)
+    if teacher and not t_model.plain:
+        raise EdgekdError(f"edgekd export --teacher takes unconditional epsilon-prediction pixel teachers for now; "
+                          f"{recipe.teacher.path} is not one (export its distilled student)")
     model = (TeacherStepModel(t_model, recipe.teacher.steps, recipe.teacher.timestep_spacing) if teacher
              else run.student())
+    if not teacher and (getattr(model, "condition", None) is not None or getattr(model, "latent", False)):
+        from edgekd.models.stages import StagedModel
+
+        model = StagedModel(model, t_model)  # text encoder -> student -> decoder
     sampling = model.sampling()
     jobs = []
     for graph in model.graphs():
@@ -266,7 +282,7 @@ def export_model(prep: Prepared, target: str, precision: str, options: ExportOpt
     manifest = _manifest(prep, target, precision, finals, converted, parities, whole, skipped)
     path = folder / f"{file_stem(prep.stem, precision)}.manifest.json"
     atomic_write_text(path, manifest.model_dump_json(indent=2) + "\n")
-    if len(prep.jobs) > 1:
+    if len(prep.jobs) > 1 and manifest.format_version < 4:  # O2MKD's older router file, for one release
         from edgekd.export.multi import write_router_manifest
 
         write_router_manifest(prep, manifest, folder)
@@ -276,9 +292,67 @@ def export_model(prep: Prepared, target: str, precision: str, options: ExportOpt
     return ExportResult(target, result_path, manifest.total_bytes, manifest.parity, note)
 
 
+class _Fixed:
+    """A graph called once on fixed inputs (a text encoder on token ids, a decoder on the student's latents, a
+    conditional student on noise + condition), as a Generator for the parity gate."""
+
+    calls_per_image = 1
+
+    def __init__(self, stepper: Any, feeds: dict[str, torch.Tensor]):
+        self.stepper, self.feeds = stepper, feeds
+        self.runtime, self.name = stepper.runtime, "graph"
+
+    def generate(self, noise: torch.Tensor, condition: Any = None) -> torch.Tensor:
+        return self.stepper(**self.feeds).float()
+
+
+def parity_feeds(prep: Prepared, n: int) -> dict[str, torch.Tensor]:
+    """Realistic inputs for every graph input of a staged model: the parity noise, its condition (sample i:
+    condition i mod K; text: the recipe's prompts through the teacher's tokenizer and text encoder), and the
+    torch student's latents for the decoder."""
+    from edgekd.runtime.steppers import TorchStepper
+
+    recipe, teacher, model = prep.recipe, prep.teacher_model, prep.model
+    shape = next(j.shape for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
+    feeds: dict[str, torch.Tensor] = {"noise": make_noise(recipe.export.parity_seed, 0, n, shape)}
+    stages = getattr(model, "stages", None)
+    cond = stages.condition if stages is not None else None
+    if cond is not None:
+        ids = teacher.condition.draw(0, n)
+        if cond["kind"] == "class":
+            feeds[cond["input"]] = ids
+        else:
+            prompts = [teacher.condition.prompts[int(i)] for i in ids]
+            feeds["input_ids"] = token_ids(teacher.tokenizer, prompts)
+            feeds[cond["input"]] = teacher.text_encoder(feeds["input_ids"])[0].detach().float()
+    if stages is not None and stages.decode_graph:
+        student = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
+        feeds["latent"] = TorchStepper(student.model, student.inputs)(**{k: feeds[k] for k in student.inputs})
+    return feeds
+
+
+def token_ids(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    """Token ids [B, L] padded to the tokenizer's max length, as the pipelines and the apps make them."""
+    max_len = int(tokenizer.model_max_length)
+    return tokenizer(list(prompts), padding="max_length", max_length=max_len, truncation=True,
+                     return_tensors="pt").input_ids.long()
+
+
 def _graph_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: float,
                   options: ExportOptions) -> ParitySpec:
-    """One graph against torch: a one-step graph on the noise, a step graph through DDIM-10 driven by it alone."""
+    """One graph against torch: a one-step graph on the noise, a step graph through DDIM-10 driven by it alone;
+    a graph of a staged model (text encoder, conditional student, decoder) on realistic fixed inputs."""
+    if getattr(getattr(prep.model, "stages", None), "staged", False):
+        from edgekd.runtime.steppers import TorchStepper
+
+        n = prep.recipe.export.parity_samples
+        feeds = {k: v for k, v in parity_feeds(prep, n).items() if k in job.inputs}
+        step = plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
+        reference = _Fixed(TorchStepper(job.model, job.inputs), feeds)
+        parity = check_parity(reference, _Fixed(step, feeds), feeds[job.inputs[0]], prep.recipe.export.parity_seed,
+                              bar, job.what(plugin.LABEL))
+        parity.runtime = plugin.parity_runtime(step)
+        return parity
     only, steps = (job.name, TEACHER_PARITY_STEPS) if job.teacher else (None, None)
     reference = torch_generator(prep.model, only=only, steps=steps)
     step = plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
@@ -294,12 +368,27 @@ def _sampler_parity(prep: Prepared, plugin: Any, tmps: list[Path], bar: float, o
     steppers = {job.name: plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
                 for job, tmp in zip(prep.jobs, tmps)}
     sampling = prep.model.sampling()
-    candidate = sampler(steppers, section(sampling), {job.name: job.inputs for job in prep.jobs})
-    shape = prep.jobs[0].shape
-    noise = make_noise(prep.recipe.export.parity_seed, 0, prep.recipe.export.parity_samples, shape)
-    what = (f"{prep.run.path}: {plugin.NAME} {len(prep.jobs)} graphs routed through DDIM-{sampling.steps()} "
-            f"(the whole sampler)")
-    parity = check_parity(torch_generator(prep.model), candidate, noise, prep.recipe.export.parity_seed, bar, what)
+    names = {job.name: job.inputs for job in prep.jobs}
+    stages = getattr(prep.model, "stages", None)
+    condition = None
+    if stages is not None and stages.staged:
+        from edgekd.runtime.open import pipeline
+
+        cond = stages.condition
+        candidate = pipeline(steppers, section(sampling), names, cond["kind"] if cond else None, stages.text_graph,
+                             stages.decode_graph)
+        feeds = parity_feeds(prep, prep.recipe.export.parity_samples)
+        noise = feeds["noise"]
+        condition = feeds.get("input_ids") if stages.text_graph else feeds.get(cond["input"]) if cond else None
+        what = f"{prep.run.path}: {plugin.NAME} pipeline of {len(prep.jobs)} graphs ({', '.join(names)})"
+    else:
+        candidate = sampler(steppers, section(sampling), names)
+        shape = prep.jobs[0].shape
+        noise = make_noise(prep.recipe.export.parity_seed, 0, prep.recipe.export.parity_samples, shape)
+        what = (f"{prep.run.path}: {plugin.NAME} {len(prep.jobs)} graphs routed through DDIM-{sampling.steps()} "
+                f"(the whole sampler)")
+    parity = check_parity(torch_generator(prep.model), candidate, noise, prep.recipe.export.parity_seed, bar, what,
+                          condition=condition)
     parity.runtime = plugin.parity_runtime(next(iter(steppers.values())))
     return parity
 
@@ -320,24 +409,66 @@ def _manifest(prep: Prepared, target: str, precision: str, finals: list[Path], c
 
     models = []
     for job, final, conv, parity in zip(prep.jobs, finals, converted, parities):
-        out_dims = [conv.dims[0], *job.shape]
+        out_dims = [conv.dims[0], *job.output_shape]
         models.append(GraphEntry(name=job.name, file=final.name, bytes=size_bytes(final), sha256=sha256(final),
                                  inputs=conv.inputs, output=TensorSpec(name=job.output, shape=out_dims),
                                  parity=parity, parity_skipped=skipped, checks=conv.checks,
                                  runtime_options=conv.runtime_options))
-    shape = [int(d) for d in prep.jobs[0].shape]
+    stages = getattr(prep.model, "stages", None)
+    denoiser = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
+    shape = [int(d) for d in denoiser.shape]
+    channels = shape[0]
     recipe = prep.recipe
-    return Manifest(
+    staged: dict[str, Any] = {}
+    if stages is not None and stages.staged:
+        staged = _stage_specs(prep, stages, finals[0].parent)
+        dec = next((j for j in prep.jobs if j.name == "decoder"), None)
+        channels = int(dec.output_shape[0]) if dec is not None else channels
+    return Manifest(**staged,
         edgekd_version=__version__, role=prep.role, name=f"{recipe.name}-{file_stem(prep.stem, precision)}",  # type: ignore[arg-type]
         target=target, precision=precision, quantization=quantization_text(target, precision, converted[0].checks),  # type: ignore[arg-type]
         models=models, sampling=sampling_section(prep.model.sampling()), parity=whole,
         parity_skipped=skipped if whole is None else None, noise=NoiseV3(shape=shape),
-        image=ImageSpec(crop=image_crop(recipe), channels=shape[0]),
+        image=ImageSpec(crop=image_crop(recipe) if not staged.get("decode") else None, channels=channels),
         source={"run": str(prep.run.path), "recipe": recipe.name, "teacher": recipe.teacher.path,
                 "method": recipe.method.name, "model": prep.stem,
                 **export_identity(prep.run.path, prep.role == "teacher_step", prep.teacher_model.fingerprint)},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _stage_specs(prep: Prepared, stages: Any, folder: Path) -> dict[str, Any]:
+    """The version-4 fields of a staged model (edgekd.models.stages): its condition, decoder and guidance; a text
+    model's tokenizer files are written beside the manifest (tokenizer/)."""
+    from edgekd.manifest import PIPELINE_VERSION, ClassConditionSpec, DecodeSpec, TextConditionSpec, TokenizerSpec
+
+    teacher = prep.teacher_model
+    out: dict[str, Any] = {"format_version": PIPELINE_VERSION, "guidance_scale": float(teacher.guidance_scale)}
+    cond = stages.condition
+    if cond is not None and cond["kind"] == "class":
+        out["condition"] = ClassConditionSpec(input=cond["input"], num_classes=int(cond["high"]),
+                                              names=dict(cond.get("names") or {}))
+    elif cond is not None:
+        tok = teacher.tokenizer
+        files = write_tokenizer_files(tok, folder / "tokenizer")
+        out["condition"] = TextConditionSpec(
+            input=cond["input"], graph=stages.text_graph, prompts=list(teacher.condition.prompts),
+            tokenizer=TokenizerSpec(folder="tokenizer", files=files, max_length=int(tok.model_max_length),
+                                    bos_token_id=int(tok.bos_token_id), eos_token_id=int(tok.eos_token_id),
+                                    pad_token_id=int(tok.pad_token_id)))
+    if stages.decode_graph:
+        out["decode"] = DecodeSpec(graph=stages.decode_graph, scaling_factor=float(stages.scaling_factor),
+                                   latent_shape=[int(d) for d in teacher.sample_shape])
+    return out
+
+
+def write_tokenizer_files(tokenizer: Any, folder: Path) -> list[str]:
+    """The tokenizer's files (vocab.json, merges.txt and its configs), written atomically; returns their names."""
+    from edgekd.train.checkpoint import AtomicDir
+
+    with AtomicDir(folder) as tmp:
+        tokenizer.save_pretrained(str(tmp))
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
 
 
 def _report(prep: Prepared, finals: list[Path], manifest: Manifest, precision: str, bar: float,

@@ -74,6 +74,18 @@ def validate_options(precision: str, compute_units: str, deployment_target: str)
         raise EdgekdError(f"unknown CoreML deployment target '{deployment_target}' (available: {', '.join(DEPLOYMENT_TARGETS)})")
 
 
+def _drop_aliases(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """aten.alias (a view that is the tensor itself; CLIP's text encoder and diffusers' attention emit it) has no
+    CoreML converter: every use reads the aliased tensor instead."""
+    graph = program.graph_module.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in (torch.ops.aten.alias.default, torch.ops.aten.alias_copy.default):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    program.graph_module.recompile()
+    return program
+
+
 def convert(program: torch.export.ExportedProgram, inputs: dict[str, torch.Tensor], output_name: str,
             precision: str = "fp32", compute_units: str = "ALL", deployment_target: str = "iOS17") -> Any:
     """An ``ExportedProgram`` -> a ``ct.models.MLModel`` (ML program) at ``precision``."""
@@ -83,7 +95,7 @@ def convert(program: torch.export.ExportedProgram, inputs: dict[str, torch.Tenso
              for name, t in inputs.items()]
     with _quiet():
         try:
-            program = program.run_decompositions({})
+            program = _drop_aliases(program.run_decompositions({}))
             model = ct.convert(program, inputs=types, outputs=[ct.TensorType(name=output_name, dtype=np.float32)],
                                convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, deployment_target),
                                compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,

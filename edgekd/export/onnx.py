@@ -35,7 +35,8 @@ def export_onnx(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path,
                 dyn = None
                 if dynamic_batch:
                     batch = torch.export.Dim("batch", min=1, max=4096)
-                    dyn = {name: {0: batch} for name in input_names}
+                    dyn = tuple({0: batch} for _ in input_names)  # positional: graph input names need not
+                    # be the forward's parameter names (a student's condition input is named class_labels)
                 torch.onnx.export(model, example, str(path), dynamo=True, input_names=input_names,
                                   output_names=[output_name], dynamic_shapes=dyn, verbose=False,
                                   external_data=False)

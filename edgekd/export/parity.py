@@ -14,11 +14,12 @@ from edgekd.metrics import max_abs_error, psnr
 
 
 def check_parity(reference: Generator, candidate: Generator, noise: torch.Tensor, seed: int, psnr_min: float,
-                 what: str) -> ParitySpec:
-    """Compare ``candidate`` with ``reference`` on ``noise``; raise ParityError below ``psnr_min`` dB."""
-    ref = reference.generate(noise).float()
+                 what: str, condition: torch.Tensor | None = None) -> ParitySpec:
+    """Compare ``candidate`` with ``reference`` on ``noise`` (and its ``condition`` ids, for a conditional model);
+    raise ParityError below ``psnr_min`` dB."""
+    ref = (reference.generate(noise) if condition is None else reference.generate(noise, condition)).float()
     try:
-        out = candidate.generate(noise).float()
+        out = (candidate.generate(noise) if condition is None else candidate.generate(noise, condition)).float()
     except Exception as exc:  # a runtime that cannot run the file at all is a failed gate, not a crash
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ParityError(f"{what}: {candidate.runtime} could not run the exported model ({first})") from None

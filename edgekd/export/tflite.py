@@ -50,7 +50,9 @@ class NamedOutput(nn.Module):
         self.module, self.output_name = module, output_name
 
     def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {self.output_name: self.module(*args, **kwargs)}
+        # keyword inputs (the signature's names) go in positionally, in their declared order: a graph input's
+        # name (class_labels, encoder_hidden_states) need not be the module's parameter name
+        return {self.output_name: self.module(*args, *kwargs.values())}
 
 
 @contextlib.contextmanager

@@ -49,7 +49,8 @@ class GraphSpec:
             if spec.name == "timestep":
                 out[spec.name] = torch.full((batch,), self.timestep, dtype=spec.dtype)
             elif spec.high is not None:
-                out[spec.name] = torch.arange(batch, dtype=spec.dtype) % spec.high
+                count = batch * max(1, int(torch.tensor(spec.shape).prod())) if spec.shape else batch
+                out[spec.name] = (torch.arange(count, dtype=spec.dtype) % spec.high).reshape(batch, *spec.shape)
             else:
                 out[spec.name] = torch.randn(batch, *spec.shape)
         return out

@@ -16,8 +16,22 @@ def sampler(steppers: dict[str, Stepper], sampling: Any, input_names: dict[str, 
             name: str | None = None) -> Generator:
     """A one-step or DDIM sampler over named steppers, as ``sampling`` (a manifest sampling section) says."""
     if sampling.kind == "one_step":
-        return OneStepSampler(steppers[sampling.graph], input_names[sampling.graph][0], name or "student")
+        names = input_names[sampling.graph]
+        return OneStepSampler(steppers[sampling.graph], names[0], name or "student", names[1] if len(names) > 1 else None)
     return DDIMSampler(steppers, sampling, name)
+
+
+def pipeline(steppers: dict[str, Stepper], sampling: Any, input_names: dict[str, list[str]],
+             condition_kind: str | None, text_graph: str | None, decode_graph: str | None,
+             name: str | None = None) -> Generator:
+    """The denoiser's sampler with the condition encoder before it and the decoder after it (either optional)."""
+    from edgekd.runtime.samplers import PipelineGenerator
+
+    inner = sampler(steppers, sampling, input_names, name)
+    if condition_kind is None and decode_graph is None:
+        return inner
+    return PipelineGenerator(inner, steppers[text_graph] if text_graph else None,
+                             steppers[decode_graph] if decode_graph else None, condition_kind)
 
 
 def open_generator(manifest: Path | Manifest, threads: int | None = None, compute_units: str = "ALL",
@@ -31,7 +45,9 @@ def open_generator(manifest: Path | Manifest, threads: int | None = None, comput
     steppers = {g.name: open_stepper(m.target, (files or {}).get(g.name, folder / g.file), threads, compute_units)
                 for g in m.models}
     names = {g.name: [i.name for i in g.inputs] for g in m.models}
-    return sampler(steppers, m.sampling, names, name)
+    cond, dec = m.condition, m.decode
+    return pipeline(steppers, m.sampling, names, cond.kind if cond is not None else None,
+                    getattr(cond, "graph", None), dec.graph if dec is not None else None, name)
 
 
 def ddim_section(loop: DDIMLoop) -> DDIMSampling:
@@ -48,8 +64,13 @@ def torch_generator(model: DescribedModel, name: str | None = None, only: str | 
     ``steps``: another DDIM step count (same scheduler and spacing)."""
     graphs = {g.name: g for g in model.graphs()}
     steppers: dict[str, Stepper] = {n: TorchStepper(g.module, [i.name for i in g.inputs]) for n, g in graphs.items()}
-    return sampler(steppers, section(model.sampling(), only, steps), {n: [i.name for i in g.inputs] for n, g in graphs.items()},
-                   name)
+    names = {n: [i.name for i in g.inputs] for n, g in graphs.items()}
+    stages = getattr(model, "stages", None)
+    if stages is None or not stages.staged:
+        return sampler(steppers, section(model.sampling(), only, steps), names, name)
+    cond = stages.condition
+    return pipeline(steppers, section(model.sampling(), only, steps), names, cond["kind"] if cond else None,
+                    stages.text_graph, stages.decode_graph, name)
 
 
 def section(sampling: OneStep | DDIMLoop, only: str | None = None, steps: int | None = None) -> Any:

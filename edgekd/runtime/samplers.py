@@ -16,12 +16,19 @@ class OneStepSampler:
 
     calls_per_image = 1
 
-    def __init__(self, stepper: Stepper, input_name: str = "noise", name: str = "student"):
+    def __init__(self, stepper: Stepper, input_name: str = "noise", name: str = "student",
+                 condition_name: str | None = None):
         self.stepper, self.input_name, self.name = stepper, input_name, name
+        self.condition_name = condition_name
         self.runtime = stepper.runtime
 
-    def generate(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.stepper(**{self.input_name: noise}).float()
+    def generate(self, noise: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        feeds = {self.input_name: noise}
+        if self.condition_name is not None:
+            if condition is None:
+                raise ValueError(f"graph input {self.condition_name} (the condition) is not given")
+            feeds[self.condition_name] = condition
+        return self.stepper(**feeds).float()
 
 
 class DDIMSampler:
@@ -46,7 +53,9 @@ class DDIMSampler:
         return self.steppers[self.s.graph_per_step[k]](sample=x, timestep=t).float()
 
     @torch.no_grad()
-    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+    def generate(self, noise: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        if condition is not None:
+            raise ValueError("conditional DDIM step graphs are not exported yet")
         x = noise.float()
         for k in range(len(self.s.timesteps)):
             eps = self.eps(x, k)
@@ -57,3 +66,24 @@ class DDIMSampler:
                 x0 = x0.clamp(-self.s.clip_sample_range, self.s.clip_sample_range)
             x = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps
         return x
+
+
+class PipelineGenerator:
+    """condition encoder -> denoiser sampler -> decoder (edgekd.models.stages): ``condition`` is what the user
+    picked, as ids: class ids [B], or token ids [B, L] that the text-encoder graph turns into the denoiser's
+    encoder_hidden_states. The output is the picture (decoded when the model makes latents)."""
+
+    def __init__(self, inner: Any, text: Stepper | None = None, decoder: Stepper | None = None,
+                 condition_kind: str | None = None):
+        self.inner, self.text, self.decoder, self.condition_kind = inner, text, decoder, condition_kind
+        self.name, self.runtime, self.calls_per_image = inner.name, inner.runtime, inner.calls_per_image
+
+    @torch.no_grad()
+    def generate(self, noise: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        if self.condition_kind is not None and condition is None:
+            raise ValueError(f"this model is {self.condition_kind}-conditional: a condition is needed")
+        cond = condition
+        if self.text is not None and condition is not None:
+            cond = self.text(input_ids=condition).float()
+        x = self.inner.generate(noise, cond)
+        return self.decoder(latent=x).float() if self.decoder is not None else x

@@ -52,6 +52,17 @@ class Converted:
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
 
+def tensor_inputs(job: Any, batch: int | str, int_dtype: str = "int64") -> list[TensorSpec]:
+    """The manifest's input specs of a graph: float inputs [B, *shape]; integer inputs (timestep, class ids, token
+    ids) [B, *shape] in ``int_dtype`` (what the target's signature takes: int32 where int64 is not available)."""
+    out = []
+    for spec in job.graph.inputs:
+        integer = spec.name == "timestep" or not spec.dtype.is_floating_point
+        out.append(TensorSpec(name=spec.name, shape=[batch, *spec.shape], dtype=int_dtype if integer else "float32",
+                              layout="NCHW" if len(spec.shape) == 3 or spec.name == "timestep" else "-"))
+    return out
+
+
 class Quantizer(Protocol):
     """The calibration source quantized conversions hang off (edgekd.compress.quantize.RecipeQuantizer)."""
 

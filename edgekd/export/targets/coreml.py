@@ -8,7 +8,7 @@ from typing import Any
 
 from edgekd.export import coreml as cm
 from edgekd.export.graph_check import check_graph
-from edgekd.export.targets import Converted, ExportOptions, Quantizer
+from edgekd.export.targets import tensor_inputs, Converted, ExportOptions, Quantizer
 from edgekd.manifest import TensorSpec
 from edgekd.runtime.steppers import CoreMLStepper, Stepper
 
@@ -31,10 +31,9 @@ def convert(job: Any, path: Path, precision: str, options: ExportOptions, quanti
     del model
     dims: list[int | str] = [b, *job.shape]
     checks = cm.inspect(path)
-    cm.check_structure(checks, example, job.output, [b, *job.shape], precision)
+    cm.check_structure(checks, example, job.output, [b, *job.output_shape], precision)
     checks["graph"] = [f.line() for f in findings]
-    inputs = [TensorSpec(name=i.name, shape=dims if i.name != "timestep" else [b],
-                         dtype="int32" if i.name == "timestep" else "float32") for i in job.graph.inputs]
+    inputs = tensor_inputs(job, dims[0], "int32")
     runtime_options = {"compute_units": options.compute_units, "minimum_deployment_target": options.deployment_target,
                        "fixed_batch": b, "format": "mlprogram"}
     return Converted(dims, inputs, checks, runtime_options)

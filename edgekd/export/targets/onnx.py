@@ -8,7 +8,7 @@ from typing import Any
 
 from edgekd.export.graph_check import check_graph
 from edgekd.export.onnx import QUANTIZATION, export_onnx
-from edgekd.export.targets import Converted, ExportOptions, Quantizer
+from edgekd.export.targets import tensor_inputs, Converted, ExportOptions, Quantizer
 from edgekd.manifest import TensorSpec
 from edgekd.runtime.steppers import OrtStepper, Stepper, dist_version
 
@@ -27,8 +27,7 @@ def convert(job: Any, path: Path, precision: str, options: ExportOptions, quanti
     example = job.example(b)
     _, findings = check_graph(job.model, tuple(example.values()), "onnx")
     dims: list[int | str] = [options.batch if options.batch else "batch", *job.shape]
-    inputs = [TensorSpec(name=i.name, shape=dims if i.name != "timestep" else [dims[0]],
-                         dtype="int64" if i.name == "timestep" else "float32") for i in job.graph.inputs]
+    inputs = tensor_inputs(job, dims[0], "int64")
     export_onnx(job.model, tuple(example.values()), path, job.inputs, job.output, dynamic_batch=options.batch is None,
                 exporter=options.exporter)
     checks: dict[str, Any] = {"graph": [f.line() for f in findings]}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.export.graph_check import check_graph
-from edgekd.export.targets import Converted, ExportOptions, Quantizer
+from edgekd.export.targets import tensor_inputs, Converted, ExportOptions, Quantizer
 from edgekd.export.tflite import PRECISIONS, QUANTIZATION, export_tflite
 from edgekd.manifest import TensorSpec
 from edgekd.runtime.steppers import LiteRTStepper, Stepper
@@ -34,8 +34,7 @@ def convert(job: Any, path: Path, precision: str, options: ExportOptions, quanti
     checks["graph"] = [f.line() for f in findings]
     dims: list[int | str] = [b, *job.shape]
     # litert-torch downcasts int64 I/O to int32 (enable_x64=False): the runtime feeds int32
-    inputs = [TensorSpec(name=i.name, shape=dims if i.name != "timestep" else [b],
-                         dtype="int32" if i.name == "timestep" else "float32") for i in job.graph.inputs]
+    inputs = tensor_inputs(job, dims[0], "int32")
     options_out = {"signature": "serving_default", "fixed_batch": b, "layout": "NCHW (as PyTorch)",
                    "delegate": "XNNPACK on CPU (default in LiteRT); GPU delegate: see checks.gpu_delegate_compatible"}
     return Converted(dims, inputs, checks, options_out)

@@ -1,0 +1,108 @@
+"""A model as a pipeline of graphs: an optional condition encoder (the teacher's CLIP text encoder), the student
+(or any model with graphs() and sampling()), an optional decoder (a latent teacher's VAE / VQ decoder).
+
+Export, parity and the runtime loop over these graphs: the text encoder turns token ids into the student's
+``encoder_hidden_states`` input, the student makes the latent, the decoder makes the picture. A model without a
+condition encoder or a decoder is the one-graph case and is exported exactly as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.models.spec import GraphSpec, InputSpec
+
+
+class TextEncoderGraph(nn.Module):
+    """token ids [B, L] (int64, padded to the tokenizer's max length) -> encoder_hidden_states [B, L, D]."""
+
+    def __init__(self, text_encoder: nn.Module):
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids.long())[0]
+
+
+class DecoderGraph(nn.Module):
+    """latent -> image in [-1, 1]: the teacher's decoder with its scaling factor inside the graph (an app never
+    needs to know it): image = clamp(decode(latent / scaling_factor), -1, 1)."""
+
+    def __init__(self, decoder: nn.Module, scaling_factor: float):
+        super().__init__()
+        self.decoder = decoder
+        self.scaling_factor = float(scaling_factor)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        h = latent / self.scaling_factor
+        if type(self.decoder).__name__ == "VQModel":
+            # VQModel.decode quantizes with torch.cdist, which CoreML and LiteRT lack: the same nearest-code
+            # lookup written with matmuls (argmin of |z|^2 - 2 z.e + |e|^2 = argmin of the distance)
+            h = _nearest_codes(h, self.decoder.quantize.embedding.weight)
+            return self.decoder.decode(h, force_not_quantize=True).sample.clamp(-1.0, 1.0)
+        return self.decoder.decode(h).sample.clamp(-1.0, 1.0)
+
+
+def _nearest_codes(h: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Each latent vector of h [B, C, H, W] replaced by its nearest codebook row (as diffusers' VectorQuantizer)."""
+    b, c, hh, ww = h.shape
+    z = h.permute(0, 2, 3, 1).reshape(-1, c)
+    dist = (z * z).sum(1, keepdim=True) - 2 * z @ codebook.t() + (codebook * codebook).sum(1)[None, :]
+    q = codebook[dist.argmin(dim=1)]
+    return q.reshape(b, hh, ww, c).permute(0, 3, 1, 2)
+
+
+@dataclass
+class Stages:
+    """Which graph does what: ``condition`` (class / text / None), the text encoder's graph name, the decoder's."""
+
+    condition: dict[str, Any] | None = None  # the student's condition dict (edgekd.students.unet_student)
+    text_graph: str | None = None
+    decode_graph: str | None = None
+    scaling_factor: float = 1.0
+    denoise_input: str = "noise"
+
+    @property
+    def staged(self) -> bool:
+        return self.condition is not None or self.decode_graph is not None
+
+
+class StagedModel:
+    """``model`` (its graphs and sampling) with the teacher's text encoder and decoder graphs around it."""
+
+    def __init__(self, model: Any, teacher: Any):
+        self.model, self.teacher = model, teacher
+        cond = getattr(model, "condition", None)
+        self.stages = Stages(condition=cond)
+        self.extra: list[GraphSpec] = []
+        if cond is not None and cond["kind"] == "text":
+            length = int(teacher.condition.max_length)
+            vocab = int(teacher.text_encoder.config.vocab_size)
+            self.extra.append(GraphSpec("text_encoder", TextEncoderGraph(teacher.text_encoder).eval(),
+                                        [InputSpec("input_ids", (length,), torch.int64, high=vocab)],
+                                        "encoder_hidden_states"))
+            self.stages.text_graph = "text_encoder"
+        if getattr(model, "latent", False):
+            if teacher.decoder is None:
+                raise ValueError("a latent student needs its teacher's decoder")
+            self.extra.append(GraphSpec("decoder", DecoderGraph(teacher.decoder, teacher.scaling_factor).eval(),
+                                        [InputSpec("latent", tuple(teacher.sample_shape))], "image"))
+            self.stages.decode_graph = "decoder"
+            self.stages.scaling_factor = teacher.scaling_factor
+
+    def graphs(self) -> list[GraphSpec]:
+        text = [g for g in self.extra if g.name == "text_encoder"]
+        dec = [g for g in self.extra if g.name == "decoder"]
+        return [*text, *self.model.graphs(), *dec]
+
+    def sampling(self) -> Any:
+        return self.model.sampling()
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped model's other attributes (input_shape, ...)
+        if name in ("model", "teacher", "stages", "extra"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
