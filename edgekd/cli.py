@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previews", action="store_true",
                    help="layerwise (adv_kd) students: every block's head next to the teacher's state it learned "
                         "(the recipe's teacher steps; --teacher-steps is ignored)")
+    p.add_argument("--class", dest="class_label", default=None, metavar="N|NAME",
+                   help="class-conditional teachers: every image of this class (id or name; default: classes in turn)")
+    p.add_argument("--prompt", default=None, help="text teachers: every image of this prompt (default: the recipe's "
+                                                  "prompts in turn)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="the teacher row's classifier-free guidance (default: the recipe's teacher.guidance_scale; "
+                        "the student learned that one and runs unguided)")
 
     p = sub.add_parser("export", help="export a run's student (onnx|tflite|coreml|all) and check it against PyTorch")
     p.add_argument("run")
@@ -173,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
         from edgekd.pipeline import sample_grid
 
         num = args.num or (8 if args.previews else 32)
-        print(sample_grid(Path(args.run), num, args.seed, args.teacher_steps, args.out, previews=args.previews))
+        print(sample_grid(Path(args.run), num, args.seed, args.teacher_steps, args.out, previews=args.previews,
+                          class_label=args.class_label, prompt=args.prompt, guidance=args.guidance))
         return 0
     if args.command == "export":
         from edgekd.export import export_all, export_run

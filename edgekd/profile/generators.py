@@ -29,9 +29,31 @@ def TorchStudent(model: nn.Module, name: str = "student") -> OneStepSampler:  # 
     return OneStepSampler(TorchStepper(model.eval(), ["noise"]), "noise", name)
 
 
-def TorchTeacher(teacher: Any, steps: int, spacing: str = "trailing") -> DDIMSampler:  # noqa: N802
-    """The teacher sampled with deterministic DDIM for ``steps`` steps."""
+class DiffusersTeacherGenerator:
+    """Any teacher (conditional, latent, v/x0 prediction, guided) through its own diffusers scheduler: image i
+    gets condition i mod K unless ``condition`` says otherwise; latents are decoded."""
+
+    runtime = "torch"
+
+    def __init__(self, teacher: Any, steps: int, spacing: str = "trailing"):
+        self.teacher, self.steps, self.spacing = teacher, int(steps), spacing
+        self.name, self.calls_per_image = f"teacher DDIM-{steps}", int(steps)
+
+    def generate(self, noise: Any, condition: Any = None) -> Any:
+        t = self.teacher
+        if t.condition is not None and condition is None:
+            condition = t.condition.draw(0, len(noise))
+        x, _ = t.sample(noise, self.steps, self.spacing, condition=condition)
+        return t.decode(x).clamp(-1.0, 1.0)
+
+
+def TorchTeacher(teacher: Any, steps: int, spacing: str = "trailing") -> Any:  # noqa: N802
+    """The teacher sampled with deterministic DDIM for ``steps`` steps (the runtime's DDIM loop for a plain
+    teacher; the diffusers scheduler with its condition, guidance and decoder for any other)."""
     from edgekd.models.spec import EpsilonStep
+
+    if not teacher.plain:
+        return DiffusersTeacherGenerator(teacher, steps, spacing)
 
     return _ddim(teacher.scheduler_config, steps, spacing,
                  {"teacher_step": TorchStepper(EpsilonStep(teacher.unet), ["sample", "timestep"])},

@@ -131,13 +131,18 @@ def open_spec(spec: dict[str, Any], threads: int | None = None) -> Any:
     kind = spec["kind"]
     if kind == "torch_teacher":
         from edgekd.profile.generators import TorchTeacher
-        from edgekd.teachers.diffusers_teacher import load_teacher
+        from edgekd.rundir import RunDir
+        from edgekd.teachers.diffusers_teacher import load_recipe_teacher
 
-        return TorchTeacher(load_teacher(spec["teacher"]), spec["steps"], spec.get("spacing", "trailing"))
+        recipe = RunDir.open(Path(spec["run"]), need_student=False).recipe()
+        teacher = load_recipe_teacher(recipe.model_copy(update={"teacher": recipe.teacher.model_copy(
+            update={"path": spec["teacher"]})}))
+        return TorchTeacher(teacher, spec["steps"], spec.get("spacing", "trailing"))
     if kind == "torch_student":
         from edgekd.rundir import RunDir
 
-        return torch_generator(RunDir.open(Path(spec["run"])).student())
+        run = RunDir.open(Path(spec["run"]))
+        return torch_generator(staged_student(run))
     if kind != "manifest":
         raise EdgekdError(f"unknown generator kind {kind!r}")
     path = Path(spec["path"])
@@ -156,3 +161,14 @@ def open_spec(spec: dict[str, Any], threads: int | None = None) -> Any:
     sched = dict(m.sampling.scheduler or {})
     spacing = sched.get("timestep_spacing", spec.get("spacing", "trailing"))
     return _ddim(sched, spec["steps"], spacing, graphs, name=spec["model"])
+
+
+def staged_student(run: Any) -> Any:
+    """The run's student in torch, with its teacher's text encoder and decoder around it when it has them."""
+    student = run.student()
+    if getattr(student, "condition", None) is None and not getattr(student, "latent", False):
+        return student
+    from edgekd.models.stages import StagedModel
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher
+
+    return StagedModel(student, load_recipe_teacher(run.recipe()))

@@ -23,7 +23,7 @@ def sampler(steppers: dict[str, Stepper], sampling: Any, input_names: dict[str, 
 
 def pipeline(steppers: dict[str, Stepper], sampling: Any, input_names: dict[str, list[str]],
              condition_kind: str | None, text_graph: str | None, decode_graph: str | None,
-             name: str | None = None) -> Generator:
+             name: str | None = None, num_classes: int | None = None, prompt_tokens: Any = None) -> Generator:
     """The denoiser's sampler with the condition encoder before it and the decoder after it (either optional)."""
     from edgekd.runtime.samplers import PipelineGenerator
 
@@ -31,7 +31,20 @@ def pipeline(steppers: dict[str, Stepper], sampling: Any, input_names: dict[str,
     if condition_kind is None and decode_graph is None:
         return inner
     return PipelineGenerator(inner, steppers[text_graph] if text_graph else None,
-                             steppers[decode_graph] if decode_graph else None, condition_kind)
+                             steppers[decode_graph] if decode_graph else None, condition_kind, num_classes,
+                             prompt_tokens)
+
+
+def manifest_prompt_tokens(m: Manifest, folder: Path) -> Any:
+    """Token ids [P, L] of a text model's prompt list, with the tokenizer files exported beside its manifest."""
+    cond = m.condition
+    if cond is None or cond.kind != "text" or not cond.prompts:
+        return None
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(str(folder / cond.tokenizer.folder))
+    return tok(list(cond.prompts), padding="max_length", max_length=cond.tokenizer.max_length, truncation=True,
+               return_tensors="pt").input_ids.long()
 
 
 def open_generator(manifest: Path | Manifest, threads: int | None = None, compute_units: str = "ALL",
@@ -47,7 +60,8 @@ def open_generator(manifest: Path | Manifest, threads: int | None = None, comput
     names = {g.name: [i.name for i in g.inputs] for g in m.models}
     cond, dec = m.condition, m.decode
     return pipeline(steppers, m.sampling, names, cond.kind if cond is not None else None,
-                    getattr(cond, "graph", None), dec.graph if dec is not None else None, name)
+                    getattr(cond, "graph", None), dec.graph if dec is not None else None, name,
+                    getattr(cond, "num_classes", None), manifest_prompt_tokens(m, folder))
 
 
 def ddim_section(loop: DDIMLoop) -> DDIMSampling:
@@ -69,8 +83,13 @@ def torch_generator(model: DescribedModel, name: str | None = None, only: str | 
     if stages is None or not stages.staged:
         return sampler(steppers, section(model.sampling(), only, steps), names, name)
     cond = stages.condition
+    tokens = None
+    if cond is not None and cond["kind"] == "text":
+        from edgekd.export import token_ids
+
+        tokens = token_ids(model.teacher.tokenizer, list(model.teacher.condition.prompts))
     return pipeline(steppers, section(model.sampling(), only, steps), names, cond["kind"] if cond else None,
-                    stages.text_graph, stages.decode_graph, name)
+                    stages.text_graph, stages.decode_graph, name, cond.get("high") if cond else None, tokens)
 
 
 def section(sampling: OneStep | DDIMLoop, only: str | None = None, steps: int | None = None) -> Any:

@@ -74,16 +74,34 @@ class PipelineGenerator:
     encoder_hidden_states. The output is the picture (decoded when the model makes latents)."""
 
     def __init__(self, inner: Any, text: Stepper | None = None, decoder: Stepper | None = None,
-                 condition_kind: str | None = None):
+                 condition_kind: str | None = None, num_classes: int | None = None,
+                 prompt_tokens: torch.Tensor | None = None):
         self.inner, self.text, self.decoder, self.condition_kind = inner, text, decoder, condition_kind
+        self.num_classes, self.prompt_tokens = num_classes, prompt_tokens  # [P, L] token ids of the prompt list
         self.name, self.runtime, self.calls_per_image = inner.name, inner.runtime, inner.calls_per_image
+
+    def default_condition(self, n: int) -> torch.Tensor | None:
+        """edgekd's convention when no condition is given: image i gets class i mod K / prompt i mod P."""
+        if self.condition_kind == "class" and self.num_classes:
+            return torch.arange(n, dtype=torch.int64) % self.num_classes
+        if self.condition_kind == "text" and self.prompt_tokens is not None:
+            return torch.arange(n, dtype=torch.int64) % len(self.prompt_tokens)
+        return None
 
     @torch.no_grad()
     def generate(self, noise: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """``condition``: class ids [B]; for a text model token ids [B, L], or prompt indices [B] into its
+        prompt list; None: ``default_condition``."""
+        if condition is None:
+            condition = self.default_condition(len(noise))
         if self.condition_kind is not None and condition is None:
             raise ValueError(f"this model is {self.condition_kind}-conditional: a condition is needed")
         cond = condition
         if self.text is not None and condition is not None:
+            if condition.dim() == 1:
+                if self.prompt_tokens is None:
+                    raise ValueError("prompt indices given but this pipeline has no prompt list")
+                condition = self.prompt_tokens[condition.long()]
             cond = self.text(input_ids=condition).float()
         x = self.inner.generate(noise, cond)
         return self.decoder(latent=x).float() if self.decoder is not None else x
