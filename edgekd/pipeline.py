@@ -13,6 +13,7 @@ from edgekd.noise import make_noise
 from edgekd.paths import ASSETS
 from edgekd.recipe import load_recipe
 from edgekd.rundir import RunDir
+from edgekd.teachers.diffusers_teacher import load_recipe_teacher
 
 QUICKSTART_RECIPE = ASSETS / "recipes" / "quickstart.yaml"
 
@@ -28,7 +29,9 @@ def quickstart(run_dir: Path, overrides: list[str], resume: bool = False) -> int
     path = distill(recipe, resume=resume)
     for target in dict.fromkeys(["onnx", *recipe.export.targets]):  # the profiler runs the ONNX pair
         export_run(path, target=target)
-    export_run(path, teacher=True)
+    teacher = load_recipe_teacher(recipe)
+    if teacher.plain:  # other teachers are profiled in torch through diffusers (their step graph is not exported)
+        export_run(path, teacher=True)
     profile_run(path)
     from edgekd.report import render_report
 
@@ -71,7 +74,7 @@ def student_condition_ids(teacher, ids):  # noqa: ANN001, ANN201
     """What the staged student pipeline takes for condition ids: class ids, or the prompts' token ids."""
     if ids is None or teacher.condition.kind == "class":
         return ids
-    from edgekd.export import token_ids
+    from edgekd.models.stages import token_ids
 
     return token_ids(teacher.tokenizer, [teacher.condition.prompts[int(i)] for i in ids])
 
@@ -85,8 +88,6 @@ def sample_grid(run_path: Path, num: int, seed: int, teacher_steps: int | None, 
     that head learned (the recipe's DDIM steps and recorded points), for the same noise: the denoising, layer by
     layer.
     """
-    from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
-
     run = RunDir.open(run_path)
     recipe = run.recipe()
     teacher = load_recipe_teacher(recipe)

@@ -31,6 +31,7 @@ from edgekd.export.targets import ExportOptions, Quantizer, all_precisions, get_
 from edgekd.manifest import (GraphEntry, ImageSpec, Manifest, NoiseV3, ParitySpec, SamplingSpec, TensorSpec,
                              manifest_path)
 from edgekd.models.spec import DDIMLoop, GraphSpec, TeacherStepModel
+from edgekd.models.stages import token_ids
 from edgekd.integrity import export_identity, sha256  # noqa: F401  (sha256: edgekd.export's public name)
 from edgekd.noise import make_noise
 from edgekd.recipe import Recipe
@@ -329,13 +330,6 @@ def parity_feeds(prep: Prepared, n: int) -> dict[str, torch.Tensor]:
         student = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
         feeds["latent"] = TorchStepper(student.model, student.inputs)(**{k: feeds[k] for k in student.inputs})
     return feeds
-
-
-def token_ids(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
-    """Token ids [B, L] padded to the tokenizer's max length, as the pipelines and the apps make them."""
-    max_len = int(tokenizer.model_max_length)
-    return tokenizer(list(prompts), padding="max_length", max_length=max_len, truncation=True,
-                     return_tensors="pt").input_ids.long()
 
 
 def _graph_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: float,

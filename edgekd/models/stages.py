@@ -17,6 +17,13 @@ from torch import nn
 from edgekd.models.spec import GraphSpec, InputSpec
 
 
+def token_ids(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    """Token ids [B, L] padded to the tokenizer's max length, as the pipelines and the apps make them."""
+    max_len = int(tokenizer.model_max_length)
+    return tokenizer(list(prompts), padding="max_length", max_length=max_len, truncation=True,
+                     return_tensors="pt").input_ids.long()
+
+
 class TextEncoderGraph(nn.Module):
     """token ids [B, L] (int64, padded to the tokenizer's max length) -> encoder_hidden_states [B, L, D]."""
 

@@ -85,7 +85,7 @@ def torch_generator(model: DescribedModel, name: str | None = None, only: str | 
     cond = stages.condition
     tokens = None
     if cond is not None and cond["kind"] == "text":
-        from edgekd.export import token_ids
+        from edgekd.models.stages import token_ids
 
         tokens = token_ids(model.teacher.tokenizer, list(model.teacher.condition.prompts))
     return pipeline(steppers, section(model.sampling(), only, steps), names, cond["kind"] if cond else None,
