@@ -37,7 +37,7 @@ def ulp_bound(values: list[float]) -> np.ndarray:
     libm/SIMD builds of tanh, log, cos give) differ by at most one float32 ulp of the value: the bound for the
     fields made by float64 math and one final cast (one-step output, noise)."""
     v = np.abs(np.asarray(values, dtype=np.float32))
-    return np.spacing(v * np.float32(1 + 2.0 ** -20)).astype(np.float64)  # ulp of the value, or of the next binade
+    return np.spacing(v * np.float32(1 + 2.0 ** -20)).astype(np.float64)  # a hair above the value's own ulp
 
 
 def ddim_bound(sampling: dict[str, Any], noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +60,10 @@ def ddim_bound(sampling: dict[str, Any], noise: np.ndarray) -> tuple[np.ndarray,
           => e' = s_a' e_x0 + s_d (g e + r_eps) + 3u s_a' |x0| + 3u s_d |eps| + u |x'|
     where e_x0 carries the propagated part |1 - s_b g| e / s_a only while x0 is not clipped. The propagation
     factor s_a' |1 - s_b g| / s_a + s_d g is the DDIM coefficients' amplification: up to ~4.7 per step here (s_a'/s_a
-    at t = 999 is sqrt(8.7e-4 / 4.0e-5)), and the rounding of s_b eps at t = 999 enters z as ~u / s_a = 157 u, so
-    B reaches a few 1e-6 where an element stays unclipped early, while clipped elements stay near 1e-7. Terms
-    of second order in the errors (relative size < 1e-4) are covered by a factor 1.01."""
+    at t = 999 is sqrt(8.7e-4 / 4.0e-5)), and the rounding of s_b eps at t = 999 enters z as ~u / s_a = 157 u
+    where z is not clipped. Here B is 0.6e-6 .. 8e-6 per element (median 1.6e-6); the file written on an Intel
+    Xeon lies within 0.18 B of the exact loop, an AMD EPYC's fresh run within 0.09 of 2 B of the file. Terms of
+    second order in the errors (relative size < 1e-4) are covered by a factor 1.01."""
     x = noise.astype(np.float64).ravel()
     e = np.zeros_like(x)
     u = U32
