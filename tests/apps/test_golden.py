@@ -61,9 +61,9 @@ def ddim_bound(sampling: dict[str, Any], noise: np.ndarray) -> tuple[np.ndarray,
     where e_x0 carries the propagated part |1 - s_b g| e / s_a only while x0 is not clipped. The propagation
     factor s_a' |1 - s_b g| / s_a + s_d g is the DDIM coefficients' amplification: up to ~4.7 per step here (s_a'/s_a
     at t = 999 is sqrt(8.7e-4 / 4.0e-5)), and the rounding of s_b eps at t = 999 enters z as ~u / s_a = 157 u
-    where z is not clipped. Here B is 0.6e-6 .. 8e-6 per element (median 1.6e-6); the file written on an Intel
-    Xeon lies within 0.18 B of the exact loop, an AMD EPYC's fresh run within 0.09 of 2 B of the file. Terms of
-    second order in the errors (relative size < 1e-4) are covered by a factor 1.01."""
+    where z is not clipped. Here B is 0.6e-6 .. 8e-6 per element (median 1.6e-6); the stored file (from the CPU the
+    tests first passed on) lies within 0.18 B of the exact loop, a fresh run on an AMD EPYC within 0.09 x 2 B of it.
+    Terms of second order in the errors (relative size < 1e-4) are covered by a factor 1.01."""
     x = noise.astype(np.float64).ravel()
     e = np.zeros_like(x)
     u = U32
