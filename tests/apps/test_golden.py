@@ -136,7 +136,9 @@ def test_stored_ddim_output_is_the_exact_loop_up_to_float32_rounding() -> None:
     reference, bound = ddim_bound(stored["manifest"]["sampling"], noise)
     diff = np.abs(np.asarray(stored["output"]) - reference)
     assert np.all(diff <= bound), float(np.max(diff / bound))
-    assert float(np.max(bound)) < 1e-5  # the apps reproduce the golden within 1e-5: the bound must stay below it
+    # the apps check their loop against this file within 1e-5: an app computing in float64 lands within B of it,
+    # so B must stay below 1e-5 (a float32 app's worst case is 2 B, up to 1.6e-5 here; measured: far less)
+    assert float(np.max(bound)) < 1e-5
 
 
 @pytest.mark.parametrize("drift", ["one_step_more", "no_clip", "graph_weight"])
