@@ -234,7 +234,7 @@ def update_readme(path: Path, table: str) -> None:
     atomic_write_text(path, head + START + "\n" + table + "\n" + END + rest.split(END, 1)[1])
 
 
-def onnx_manifest(run_path: Path) -> Path:
+def onnx_manifest(run_path: Path, exporter: str = "dynamo") -> Path:
     """The run's ONNX export (made now unless already there): the manifest of one graph or of several."""
     from edgekd.export import export_run
     from edgekd.manifest import manifest_path
@@ -242,7 +242,7 @@ def onnx_manifest(run_path: Path) -> Path:
     found = sorted(p for p in (run_path / "exports" / "onnx").glob("*.manifest.json") if "teacher" not in p.name)
     if found:
         return found[0]
-    made = export_run(run_path)
+    made = export_run(run_path, exporter=exporter)
     return made if made.name.endswith(".manifest.json") else manifest_path(made)
 
 
@@ -280,6 +280,9 @@ def main() -> None:
                    help="the discriminators' lr in the hybrid and GDD rows (default: the methods' own; e.g. 4x the "
                         "student's for a two-time-scale update)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                   help="torch.onnx exporter of the ONNX rows (the latency column); torchscript takes ~1 s a model "
+                        "where dynamo takes ~25 s, which dominates the tiny scale (tests/)")
     p.add_argument("--fid-samples", type=int, default=None)
     p.add_argument("--readme", type=Path, nargs="?", const=ROOT / "README.md", default=None,
                    help="also write the table into README.md (or the file given) between its "
@@ -338,7 +341,7 @@ def main() -> None:
         run = RunDir.open(run_path)
         recipe = run.recipe()
         student = run.student().eval()
-        manifest = onnx_manifest(run.path)
+        manifest = onnx_manifest(run.path, args.exporter)
         images = generate_batched(torch_generator(student), fs.noise, 64).clamp(-1, 1)
         fid_value = fs.score(images)
         rows.append({"key": key, "name": LABELS[key], "calls": student.sampling().steps(),
@@ -350,7 +353,7 @@ def main() -> None:
         if teacher_onnx is None:
             teacher_onnx = run.exports / "onnx" / "teacher_step.onnx"
             if not teacher_onnx.is_file():
-                export_run(run.path, teacher=True)
+                export_run(run.path, teacher=True, exporter=args.exporter)
 
     teacher_macs = count_macs(teacher.unet, one, torch.tensor([999]))
     teacher_rows = []
@@ -386,6 +389,7 @@ def main() -> None:
                + (f" --fid-samples {args.fid_samples}" if args.fid_samples else "")
                + (f" --set {' '.join(args.set)}" if args.set else "")
                + (f" --d-lr {args.d_lr:g}" if args.d_lr else "")
+               + (f" --exporter {args.exporter}" if args.exporter != "dynamo" else "")
                + (f" --only {' '.join(args.only)}" if args.only else ""))
     lines += ["", f"Command: `{command}`. Teacher {teacher.source}.",
               f"FID: {n} samples per generator on the same noise (seed {FID_SEED}) against the 10k Fashion-MNIST test "

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
+import numpy as np
 import pytest
 import yaml
 
-__all__ = ["ROOT", "SHARED_TEACHER", "FMNIST", "needs_fmnist", "needs_shared_teacher", "tiny_recipe", "write_recipe"]
+__all__ = ["ROOT", "SHARED_TEACHER", "FMNIST", "needs_fmnist", "needs_shared_teacher", "tiny_recipe", "write_recipe",
+           "sample_as_recorded", "store_batches"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TEACHER = ROOT.parent / "shared" / "teachers" / "fmnist-ddpm-s"
@@ -43,3 +46,34 @@ def tiny_recipe(teacher: Path, run_dir: Path, **sections: dict) -> dict:
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+def sample_as_recorded(teacher: Any, noise: Any, steps: int, batches: Sequence[int], record: Sequence[int] = (),
+                       solver: str = "ddim") -> tuple[np.ndarray, np.ndarray | None]:
+    """(x0, states as float16) of ``teacher`` for ``noise``, sampled in consecutive batches of the sizes in
+    ``batches``, the way TrajectoryStore._write_shard records a shard (batches of trajectory.batch_size from the
+    shard's start, or from where an interrupted shard stopped).
+
+    Why: a conv kernel's float rounding depends on the batch size (and the thread count, and the CPU), and 20 DDIM
+    steps amplify it to ~4e-3, so a recomputation in another batch size proves nothing portable. In the same
+    batches, the same process and thread count, the computation is the recorder's own: the same bits."""
+    import torch
+
+    noise = torch.as_tensor(noise)
+    assert sum(batches) == len(noise), (list(batches), len(noise))
+    xs, states, at = [], [], 0
+    for size in batches:
+        x, st = teacher.sample(noise[at : at + size], steps, record=list(record) or None, solver=solver)
+        xs.append(x.float().numpy())
+        if st is not None:
+            states.append(st.float().numpy().astype(np.float16))
+        at += size
+    return np.concatenate(xs), (np.concatenate(states) if states else None)
+
+
+def store_batches(start: int, count: int, have: int, batch_size: int) -> list[int]:
+    """The batch sizes TrajectoryStore._write_shard uses for a shard of ``count`` samples whose first ``have`` were
+    already on disk (``have`` = 0 for a shard recorded in one go); ``start`` is only for the error message."""
+    sizes = [min(batch_size, count - b) for b in range(have, count, batch_size)]
+    assert sizes, f"shard {start} had nothing left to record"
+    return sizes

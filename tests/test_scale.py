@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from edgekd_testing import ROOT, needs_fmnist, tiny_recipe, write_recipe
+from edgekd_testing import ROOT, needs_fmnist, sample_as_recorded, tiny_recipe, write_recipe
 
 
 def test_fused_ema_matches_averaged_model_with_warmup() -> None:
@@ -152,9 +152,15 @@ def test_each_rank_records_its_own_shards(tiny_teacher_dir: Path, tmp_path: Path
         "shard_00000000_00000004", "shard_00000008_00000004", "shard_00000016_00000004"]
     assert record_rank_share(store, teacher, 4, 20, 4, 4, "cpu", rank=0, world_size=2) == [4, 12]
     assert store.available() == 20
-    whole = TrajectoryStore(tmp_path / "one", store.spec)
-    whole.ensure(teacher, 20, 20, 20)
-    np.testing.assert_allclose(store.read(0, 20)["x0"][:], whole.read(0, 20)["x0"][:], atol=1e-5)
+    # what the ranks wrote is the teacher's output for noise indices 0..19, each shard recorded in one batch of 4:
+    # recomputed in those batches it is the same computation, so the same bits (another batch size would round
+    # differently, on some CPUs beyond any fixed tolerance)
+    from edgekd.noise import make_noise
+
+    got = store.read(0, 20)
+    noise = make_noise(7, 0, 20, teacher.sample_shape)
+    np.testing.assert_array_equal(got["noise"][:], noise.numpy())
+    np.testing.assert_array_equal(got["x0"][:], sample_as_recorded(teacher, noise, 2, [4] * 5)[0])
 
 
 def test_cifar10_hub_recipe_validates_and_fails_fast_offline(tmp_path: Path, monkeypatch, capsys) -> None:
