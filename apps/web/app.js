@@ -3,13 +3,15 @@
 // Everything the tests need is on window.edgekd.
 
 import {NOISE_NAME, portableNoise} from "./lib/noise.js";
-import {createRuntime} from "./lib/runtimes.js";
+import {BACKENDS, createRuntime} from "./lib/runtimes.js";
 import {checkManifest, sample, summarize, toRgba} from "./lib/sampler.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const manifestUrl = new URL(params.get("manifest") || "models/student.manifest.json", location.href);
 const state = {manifest: null, runtime: null, firstRunMs: null, peakBytes: null, benchmark: null, last: null};
+// the backend asked for (the select, or ?backend=); the runtime may fall back to wasm and says why
+let requestedBackend = "wasm";
 
 function status(text, error = false) {
   $("status").textContent = text;
@@ -37,9 +39,21 @@ async function loadManifest() {
 async function ensureRuntime() {
   if (state.runtime) return;
   status("loading models...");
-  state.runtime = await createRuntime(state.manifest, manifestUrl);
+  state.runtime = await createRuntime(state.manifest, manifestUrl, requestedBackend);
   const r = state.runtime.info;
-  $("runtime").textContent = `${r.name} ${r.version} · ${r.backend} · ${r.threads} thread(s)${self.crossOriginIsolated ? " · isolated" : ""}`;
+  const note = state.runtime.fallback ? ` · ${state.runtime.fallback}` : "";
+  $("runtime").textContent = `${r.name} ${r.version} · ${r.backend} · ${r.threads} thread(s)${self.crossOriginIsolated ? " · isolated" : ""}${note}`;
+}
+
+/** A new backend choice: the next Generate loads the models again on it (and times that load as its first run). */
+function chooseBackend(value) {
+  if (!BACKENDS.includes(value)) throw new Error(`backend ${JSON.stringify(value)}: choose ${BACKENDS.join(" or ")}`);
+  $("backend").value = value;
+  if (value === requestedBackend) return;
+  requestedBackend = value;
+  state.runtime = null;
+  state.firstRunMs = null;
+  $("runtime").textContent = `${value} chosen: loads at the next Generate`;
 }
 
 /** One image: noise of `seed` -> sampling section -> image (Float32Array); returns it with the sampling time. */
@@ -151,6 +165,11 @@ window.edgekd = {
   get manifest() { return state.manifest; },
   get last() { return state.last; },
   get lastBenchmark() { return state.benchmark; },
+  /** {requested, used (null before the first load), fallback (why used is not requested, or null)} */
+  get backend() {
+    return {requested: requestedBackend, used: state.runtime?.info.backend ?? null, fallback: state.runtime?.fallback ?? null};
+  },
+  chooseBackend: (value) => chooseBackend(value),
   /** generate(seed) -> {seed, latencyMs, image: number[]} (the raw model output, before to_pixels) and draw it */
   async generate(seed) { $("seed").value = String(seed); return runGenerate(); },
   benchmark: (opts) => runBenchmark(opts),
@@ -159,11 +178,15 @@ window.edgekd = {
 $("generate").addEventListener("click", () => runGenerate().catch(() => {}));
 $("benchmark").addEventListener("click", () => runBenchmark().catch(() => {}));
 $("download").addEventListener("click", download);
+$("backend").addEventListener("change", () => chooseBackend($("backend").value));
+// offered where the API exists; whether an adapter is there too is found out at load (else: wasm, and why)
+$("backend").querySelector('option[value="webgpu"]').disabled = !navigator.gpu;
 if (params.has("seed")) $("seed").value = params.get("seed");
 if (params.has("device")) $("device").value = params.get("device");
 
 loadManifest().then((m) => {
   state.manifest = m;
+  if (params.has("backend")) chooseBackend(params.get("backend"));
   window.edgekd.ready = true;
   $("generate").disabled = false;
   $("benchmark").disabled = false;

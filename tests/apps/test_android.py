@@ -51,7 +51,8 @@ def test_resources_link_kotlin_compiles_and_jvm_tests_pass(built: tuple[Path, di
     junit = summary["junit"]
     assert junit["ok"] and junit["failures"] == 0 and junit["tests_run"] >= 20, junit
     assert {c.rsplit(".", 1)[1] for c in junit["classes"]} == {"BenchmarkTest", "ManifestTest", "PixelsTest",
-                                                               "PortableNoiseTest", "SamplerTest"}
+                                                               "PortableNoiseTest", "SamplerTest",
+                                                               "SerialWorkerTest"}
     # the Android half compiled against the stubs and R
     assert {"dev/edgekd/demo/MainActivity.class", "dev/edgekd/demo/LiteRtGraphs.class"} <= set(summary["classes"])
     r_java = Path(summary["r_java"][0]).read_text()
@@ -79,6 +80,17 @@ def test_jvm_tests_fail_when_the_golden_vectors_change(built: tuple[Path, dict],
     assert not result["ok"] and result["failures"] == 2, result
     assert "ddimLoopOverTwoGraphsMatchesDiffusers" in result["output"]
     assert "uint32StreamMatchesPythonExactly" in result["output"]
+
+
+def test_on_destroy_closes_the_interpreters_on_the_worker() -> None:
+    """The close is queued behind a running inference (SerialWorker, tested by SerialWorkerTest on the JVM), not
+    done on the UI thread while the worker may still be inside Interpreter.runSignature."""
+    text = (APP / "app/src/main/java/dev/edgekd/demo/MainActivity.kt").read_text()
+    body = re.search(r"override fun onDestroy\(\) \{(.*?)\n    \}", text, re.S).group(1)
+    code = "\n".join(line.split("//")[0] for line in body.splitlines())
+    assert re.search(r"worker\.close \{\s*graphs\?\.close\(\)", code), code
+    assert code.count("graphs?.close()") == 1 and "shutdownNow" not in code
+    assert "private val worker = SerialWorker()" in text and ".execute" not in text
 
 
 def test_core_imports_nothing_from_android() -> None:

@@ -130,3 +130,62 @@ def test_project_parser_rejects_a_broken_project() -> None:
     text = (APP / "EdgekdDemo.xcodeproj/project.pbxproj").read_text()
     with pytest.raises((AssertionError, IndexError)):
         parse_openstep(text.replace("isa = PBXNativeTarget;", "isa = PBXNativeTarget", 1))
+
+
+# ------------------------------------------------------------------------------ review fixes, checked on the syntax tree
+# No Swift compiler runs here, so these read the parsed Swift (tree-sitter) for the structure of two fixes; the
+# behaviour itself is in Tests/EdgekdCoreTests (testNaNIsZeroAndInfinitiesClip), which `swift test` runs on a Mac.
+
+
+def _functions(path: Path) -> dict[str, object]:
+    tree = check_swift.parser().parse(path.read_bytes())
+    found, stack = {}, [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_declaration":
+            name = next(c for c in node.children if c.type == "simple_identifier").text.decode()
+            found[name] = node
+        stack.extend(node.children)
+    return found
+
+
+def _statements(fn) -> list:
+    body = next(c for c in fn.children if c.type == "function_body")
+    return next(c for c in body.children if c.type == "statements").children
+
+
+def _guards_returning_silently(fn) -> list[str]:
+    """guard ... else { return } with nothing else in the else block: the action ends and the user sees nothing."""
+    out, stack = [], [fn]
+    while stack:
+        node = stack.pop()
+        if node.type == "guard_statement":
+            block = [c for c in node.children if c.type == "statements"]
+            if block and block[-1].text.decode().strip() == "return":
+                out.append(node.text.decode())
+        stack.extend(node.children)
+    return out
+
+
+def test_to_pixel_maps_nan_before_the_uint8_conversion() -> None:
+    """UInt8(Float.nan) traps, and min/max pass NaN through: the first statement must send NaN to 0."""
+    fn = _functions(APP / "EdgekdDemo/Core/Pixels.swift")["toPixel"]
+    first, *rest = [s for s in _statements(fn) if s.type != "comment"]
+    assert first.type == "guard_statement", first.text
+    condition = " ".join(first.text.decode().split())
+    assert condition.startswith("guard !x.isNaN else") and condition.endswith("{ return 0 }"), condition
+    text = "".join(s.text.decode() for s in rest)
+    assert text.index("min(max(x, -1), 1)") < text.index("UInt8(")  # infinities clip before the conversion
+
+
+def test_generate_and_benchmark_never_end_silently() -> None:
+    """A failed benchmark drops the graphs (to time a fresh load): Generate must load them again or say why, and
+    the benchmark's failure must reach the status line."""
+    fns = _functions(APP / "EdgekdDemo/DemoModel.swift")
+    for name in ("generate", "benchmark"):
+        assert _guards_returning_silently(fns[name]) == [], name
+    generate = fns["generate"].text.decode()
+    assert "try await loadedGraphs(m)" in generate and "graphs else" not in generate
+    loaded = fns["loadedGraphs"].text.decode()
+    assert "if let loaded = graphs { return loaded }" in loaded and "graphs = loaded" in loaded
+    assert 'status = "Benchmark failed: \\(error)"' in fns["benchmark"].text.decode()

@@ -1,3 +1,5 @@
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
 plugins {
     id("com.android.application")
     id("org.jetbrains.kotlin.android")
@@ -39,8 +41,12 @@ android {
     }
 }
 
+// Bytecode for Java 17 from whatever JDK runs Gradle (17 or newer): no jvmToolchain(17), which makes Gradle look
+// for exactly a JDK 17 and fails where none is installed and no toolchain resolver is configured.
 kotlin {
-    jvmToolchain(17)
+    compilerOptions {
+        jvmTarget.set(JvmTarget.JVM_17)
+    }
 }
 
 dependencies {

@@ -67,11 +67,24 @@ final class DemoModel: ObservableObject {
         return PortableNoise.batch(seed: seed, batch: shape[0], perImage: shape[1] * shape[2] * shape[3])
     }
 
+    /// The loaded graphs; loaded again when a failed benchmark left none (it drops them to time a fresh load).
+    private func loadedGraphs(_ m: Manifest) async throws -> CoreMLGraphs {
+        if let loaded = graphs { return loaded }
+        status = "Loading the model…"
+        let loaded = try await CoreMLGraphs(manifest: m, directory: assetDirectory)
+        graphs = loaded
+        return loaded
+    }
+
     func generate() async {
-        guard let m = manifest, let runner = graphs else { return }
+        guard let m = manifest else {
+            status = "No model loaded: export one with: edgekd export RUN --target coreml --into-app ios"
+            return
+        }
         busy = true
         defer { busy = false }
         do {
+            let runner = try await loadedGraphs(m)
             let input = try noise(m, seed: seed)
             let (x, ms) = try await Task.detached(priority: .userInitiated) { () -> ([Float], Double) in
                 let t0 = DispatchTime.now().uptimeNanoseconds
@@ -87,7 +100,10 @@ final class DemoModel: ObservableObject {
     }
 
     func benchmark() async {
-        guard let m = manifest else { return }
+        guard let m = manifest else {
+            status = "No model loaded: export one with: edgekd export RUN --target coreml --into-app ios"
+            return
+        }
         busy = true
         defer { busy = false }
         status = "Benchmarking: load + first run, \(Self.warmup) warm-up runs, \(runs) timed runs…"
@@ -125,7 +141,8 @@ final class DemoModel: ObservableObject {
                             result.peakMemoryMb ?? 0)
                 + "JSON written to \(url.path)\n(Files app > On My iPhone > edgekd demo; then: edgekd profile RUN --import FILE.json)"
         } catch {
-            status = "error: \(error)"
+            // graphs is nil when the fresh load failed: say so; Generate loads the model again
+            status = "Benchmark failed: \(error)" + (graphs == nil ? "\nThe model is unloaded; Generate loads it again." : "")
         }
     }
 

@@ -33,23 +33,70 @@ export async function fetchModel(baseUrl, graph) {
   return new Uint8Array(bytes);
 }
 
+/** The backends a page can ask for: wasm (the default, CPU, what every test and the benchmark numbers use) and,
+ * for ONNX models where the browser has WebGPU, onnxruntime-web's WebGPU execution provider. */
+export const BACKENDS = ["wasm", "webgpu"];
+
+/**
+ * Whether WebGPU can run here: `navigator.gpu` is only the API; a browser without a usable GPU (headless, blocked
+ * driver, --disable-gpu) still has it but gives no adapter. Returns null when usable, else why not (one line).
+ */
+export async function webgpuUnavailable(gpu = globalThis.navigator?.gpu) {
+  if (!gpu) return "this browser has no WebGPU (navigator.gpu)";
+  try {
+    return (await gpu.requestAdapter()) ? null : "WebGPU gives no GPU adapter here";
+  } catch (err) {
+    return `WebGPU adapter request failed (${err.message || err})`;
+  }
+}
+
 class OrtRuntime {
-  static async create(manifest, baseUrl) {
-    const ort = await import("onnxruntime-web");
-    ort.env.wasm.wasmPaths = ORT_DIST; // where ort-wasm-simd-threaded.{mjs,wasm} are served
+  /**
+   * `backend` "webgpu" is a request, not a promise: without WebGPU, or when a session fails to build on it, the
+   * models load on wasm and `fallback` says why (the page shows it); `info.backend` is always what really runs.
+   */
+  static async create(manifest, baseUrl, backend = "wasm") {
+    if (backend === "webgpu") {
+      let why = await webgpuUnavailable();
+      if (why === null) {
+        try {
+          return await OrtRuntime.load(manifest, baseUrl, "webgpu");
+        } catch (err) {
+          // onnxruntime-web's wasm side can throw a bare number (a C++ exception pointer): name the source
+          why = `WebGPU session failed (${err?.message || `onnxruntime-web threw ${String(err)}`})`;
+        }
+      }
+      const runtime = await OrtRuntime.load(manifest, baseUrl, "wasm");
+      runtime.fallback = `${why}: running on wasm`;
+      return runtime;
+    }
+    return OrtRuntime.load(manifest, baseUrl, "wasm");
+  }
+
+  static async load(manifest, baseUrl, backend) {
+    // two builds of the same package: the wasm-only one (ort-wasm-simd-threaded.{mjs,wasm}) stays the default,
+    // the WebGPU one (its own .asyncify.{mjs,wasm}) is fetched only when asked for
+    const ort = backend === "webgpu" ? await import("onnxruntime-web/webgpu") : await import("onnxruntime-web");
+    ort.env.wasm.wasmPaths = ORT_DIST;
     ort.env.wasm.numThreads = threadCount();
     const sessions = {};
-    for (const g of manifest.models) {
-      sessions[g.name] = await ort.InferenceSession.create(await fetchModel(baseUrl, g), {executionProviders: ["wasm"]});
+    try {
+      for (const g of manifest.models) {
+        sessions[g.name] = await ort.InferenceSession.create(await fetchModel(baseUrl, g), {executionProviders: [backend]});
+      }
+    } catch (err) {
+      for (const s of Object.values(sessions)) await s.release?.();
+      throw err;
     }
     const version = ort.env.versions?.web ?? (await packageVersion(ORT_DIST));
-    return new OrtRuntime(ort, sessions, {name: "onnxruntime-web", version, backend: "wasm", threads: ort.env.wasm.numThreads});
+    return new OrtRuntime(ort, sessions, {name: "onnxruntime-web", version, backend, threads: ort.env.wasm.numThreads});
   }
 
   constructor(ort, sessions, info) {
     this.ort = ort;
     this.sessions = sessions;
     this.info = info;
+    this.fallback = null;
   }
 
   async run(graph, feeds) {
@@ -88,6 +135,7 @@ class LiteRtRuntime {
     this.litert = litert;
     this.models = models;
     this.info = info;
+    this.fallback = null;
   }
 
   async run(graph, feeds) {
@@ -107,9 +155,18 @@ class LiteRtRuntime {
   }
 }
 
-/** The runtime for the manifest's target: onnx -> onnxruntime-web, tflite -> LiteRT.js. */
-export async function createRuntime(manifest, baseUrl) {
-  if (manifest.target === "onnx") return OrtRuntime.create(manifest, baseUrl);
-  if (manifest.target === "tflite") return LiteRtRuntime.create(manifest, baseUrl);
+/**
+ * The runtime for the manifest's target: onnx -> onnxruntime-web (on `backend`, falling back to wasm), tflite ->
+ * LiteRT.js (wasm only here). `runtime.info.backend` is what runs; `runtime.fallback` says why it is not the one
+ * asked for (null when it is).
+ */
+export async function createRuntime(manifest, baseUrl, backend = "wasm") {
+  if (!BACKENDS.includes(backend)) throw new Error(`backend ${JSON.stringify(backend)}: choose ${BACKENDS.join(" or ")}`);
+  if (manifest.target === "onnx") return OrtRuntime.create(manifest, baseUrl, backend);
+  if (manifest.target === "tflite") {
+    const runtime = await LiteRtRuntime.create(manifest, baseUrl);
+    if (backend !== "wasm") runtime.fallback = "WebGPU is offered for ONNX models only: running on wasm";
+    return runtime;
+  }
   throw new Error(`target ${manifest.target} cannot run in a browser`);
 }

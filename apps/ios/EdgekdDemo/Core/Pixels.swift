@@ -21,9 +21,11 @@ struct Pixmap {
 }
 
 /// The manifest's image.to_pixels: round((clip(x, -1, 1) + 1) * 127.5) in Float with round-half-to-even, as
-/// torch and numpy do, then the crop; so every runtime shows the same pixels.
+/// torch and numpy do, then the crop; so every runtime shows the same pixels. NaN (a diverged model) is 0, as on
+/// Android and the web, instead of trapping in UInt8(_:); infinities clip like any other value (to 0 / 255).
 enum Pixels {
     static func toPixel(_ x: Float) -> UInt8 {
+        guard !x.isNaN else { return 0 }
         let c = min(max(x, -1), 1)
         return UInt8(((c + 1) * 127.5).rounded(.toNearestOrEven))
     }

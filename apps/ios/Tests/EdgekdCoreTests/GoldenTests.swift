@@ -64,6 +64,14 @@ final class GoldenTests: XCTestCase {
         XCTAssertEqual(pixels.map { Int($0) }, try XCTUnwrap(golden["pixels"] as? [Int]))
     }
 
+    func testNaNIsZeroAndInfinitiesClip() {
+        // a diverged model shows a picture instead of trapping; the values Android and the web app give
+        XCTAssertEqual(Pixels.toPixel(.nan), 0)
+        XCTAssertEqual(Pixels.toPixel(.infinity), 255)
+        XCTAssertEqual(Pixels.toPixel(-.infinity), 0)
+        XCTAssertEqual(Pixels.image([.nan, 1, -1, .infinity], shape: [1, 1, 2, 2], crop: nil).values, [0, 255, 0, 255])
+    }
+
     func testDdimLoopMatchesDiffusersPixels() throws {
         let (m, x, golden) = try runCase("ddim")
         let pixmap = Pixels.image(x, shape: try m.imageShape(), crop: m.image.crop)

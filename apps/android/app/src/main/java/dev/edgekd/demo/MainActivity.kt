@@ -20,16 +20,17 @@ import dev.edgekd.demo.core.PortableNoise
 import dev.edgekd.demo.core.RuntimeInfo
 import dev.edgekd.demo.core.Sampler
 import dev.edgekd.demo.core.Sampling
+import dev.edgekd.demo.core.SerialWorker
 import org.tensorflow.lite.TensorFlowLite
 import java.io.File
 import java.time.Instant
-import java.util.concurrent.ExecutorService
-import java.util.concurrent.Executors
+import java.util.concurrent.CancellationException
 
 /**
  * One screen: a seed, Generate (fresh portable noise -> the manifest's one step or DDIM loop -> bitmap + latency)
  * and Benchmark (the shared protocol, JSON written to the app's external files folder). Work runs on one
- * background thread; the views are touched only on the UI thread.
+ * background thread ([SerialWorker]), which is also where the interpreters are closed; the views are touched only
+ * on the UI thread.
  */
 class MainActivity : Activity() {
     private lateinit var seedInput: EditText
@@ -39,7 +40,7 @@ class MainActivity : Activity() {
     private lateinit var imageView: ImageView
     private lateinit var statusText: TextView
 
-    private val worker: ExecutorService = Executors.newSingleThreadExecutor()
+    private val worker = SerialWorker()
     private var manifest: Manifest? = null
     private var manifestFile = Contract.MANIFEST_FILE
     private var graphs: LiteRtGraphs? = null
@@ -57,7 +58,7 @@ class MainActivity : Activity() {
         generateButton.setOnClickListener { generate() }
         benchmarkButton.setOnClickListener { benchmark() }
         setBusy(true)
-        worker.execute {
+        worker.submit {
             val message = try {
                 manifestFile = findManifest()
                 val m = Manifest.parse(assets.open("${Contract.ASSET_DIR}/$manifestFile").bufferedReader().use { it.readText() })
@@ -79,8 +80,12 @@ class MainActivity : Activity() {
     }
 
     override fun onDestroy() {
-        worker.shutdownNow()
-        graphs?.close()
+        // not graphs?.close() here: an inference may be running on the worker, and LiteRT frees the interpreter's
+        // native memory under it. The close is queued behind it on the same thread; queued work is dropped.
+        worker.close {
+            graphs?.close()
+            graphs = null
+        }
         super.onDestroy()
     }
 
@@ -114,7 +119,7 @@ class MainActivity : Activity() {
         val m = manifest ?: return
         val noise = noise(m, seed())
         setBusy(true)
-        worker.execute {
+        worker.submit {
             val message = try {
                 val runner = graphs ?: LiteRtGraphs(assets, m, threads).also { graphs = it }
                 val t0 = System.nanoTime()
@@ -148,7 +153,7 @@ class MainActivity : Activity() {
         val seed = seed()
         setBusy(true)
         statusText.text = getString(R.string.benchmarking, runs)
-        worker.execute {
+        worker.submit {
             val message = try {
                 // run i uses the noise of seed s + i, made here so that it is not timed
                 val noises = List(maxOf(WARMUP, runs)) { noise(m, seed + it) }
@@ -157,7 +162,8 @@ class MainActivity : Activity() {
                 val result = BenchmarkLoop.run(
                     warmup = WARMUP, runs = runs,
                     load = { graphs = LiteRtGraphs(assets, m, threads) },
-                    generate = { i -> Sampler.sample(m.sampling, noises[i], graphs!!) },
+                    // stop between runs when the activity goes away (a run itself cannot be interrupted)
+                    generate = { i -> worker.ensureOpen(); Sampler.sample(m.sampling, noises[i], graphs!!) },
                     memoryMb = ::pssMb,
                 )
                 val report = BenchmarkReport.build(
@@ -171,6 +177,8 @@ class MainActivity : Activity() {
                 getString(R.string.benchmark_done, report.getJSONObject("latency_ms").getDouble("median"),
                     report.getJSONObject("latency_ms").getDouble("p90"), result.firstRunMs, result.peakMemoryMb ?: 0.0,
                     file.absolutePath)
+            } catch (e: CancellationException) {
+                return@submit // onDestroy: nothing left to show it on
             } catch (e: Exception) {
                 "error: ${e.message ?: e}"
             }

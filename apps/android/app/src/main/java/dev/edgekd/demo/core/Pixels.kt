@@ -5,7 +5,9 @@ package dev.edgekd.demo.core
  * round-half-to-even exactly as torch/numpy do, then the crop; so every runtime shows the same pixels.
  */
 object Pixels {
+    /** NaN (a diverged model) is 0, as in the web app (Uint8ClampedArray) and iOS; infinities clip to 0 / 255. */
     fun toPixel(x: Float): Int {
+        if (x.isNaN()) return 0
         val c = x.coerceIn(-1f, 1f)
         return Math.rint(((c + 1f) * 127.5f).toDouble()).toInt()
     }

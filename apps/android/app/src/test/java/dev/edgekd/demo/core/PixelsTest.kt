@@ -19,6 +19,14 @@ class PixelsTest {
     }
 
     @Test
+    fun nanIsZeroAndInfinitiesClip() {
+        // a diverged model must show a picture, not crash; the same values as the web app and iOS
+        assertEquals(0, Pixels.toPixel(Float.NaN))
+        assertEquals(255, Pixels.toPixel(Float.POSITIVE_INFINITY))
+        assertEquals(0, Pixels.toPixel(Float.NEGATIVE_INFINITY))
+    }
+
+    @Test
     fun cropsNchwAndPacksArgb() {
         // [1, 1, 3, 4] canvas, values chosen so each pixel is distinct
         val x = FloatArray(12) { it / 6f - 1f }
