@@ -151,6 +151,7 @@ class GraphEntry(_M):
     parity_skipped: str | None = None
     checks: dict[str, Any] = Field(default_factory=dict)
     runtime_options: dict[str, Any] = Field(default_factory=dict)
+    stage: Literal["condition", "denoise", "decode"] | None = Field(None, description="version 4; None: denoise")
 
 
 class OneStepSampling(_M):
@@ -194,47 +195,58 @@ class ImageSpec(_M):
     to_pixels: str = TO_PIXELS
     crop: tuple[int, int, int, int] | None = Field(None, description="(top, left, height, width) of the real image")
     channels: int
+    shape: list[int] | None = Field(None, description="version 4: per image (C, H, W) of the final picture")
 
 
 class ClassConditionSpec(_M):
-    """The denoiser takes class ids (int, 0..num_classes-1) in graph input ``input``."""
+    """The denoiser takes class ids (0..num_classes-1) in graph input ``input``; ``names[i]`` names class i."""
 
     kind: Literal["class"] = "class"
     input: str
     num_classes: int
-    names: dict[str, str] = Field(default_factory=dict)
+    names: list[str] | None = None
+    null_class: int | None = Field(None, description="the 'no class' id guidance uses, when the model has one")
+    default: int = 0
 
 
 class TokenizerSpec(_M):
-    """The CLIP BPE tokenizer's files (beside the manifest, in ``folder``) and how token ids are padded."""
+    """The CLIP BPE tokenizer (docs/manifest-v4.md): vocab.json + merges.txt beside the manifest, padding rules."""
 
     kind: Literal["clip_bpe"] = "clip_bpe"
-    folder: str
-    files: list[str]
+    files: dict[str, str] = Field(description="vocab / merges (and tokenizer.json for Python), relative paths")
+    sha256: dict[str, str]
     max_length: int
     bos_token_id: int
     eos_token_id: int
     pad_token_id: int
+    lowercase: bool = True
 
 
 class TextConditionSpec(_M):
-    """The denoiser takes text embeddings in graph input ``input``, made by graph ``graph`` from token ids
-    (``tokenizer``); ``prompts``: what the student was distilled on."""
+    """The denoiser takes text embeddings in graph input ``input``, made by graph ``encoder_graph`` from token ids
+    (``tokenizer``); ``example_prompts``: what the student was distilled on."""
 
     kind: Literal["text"] = "text"
     input: str
-    graph: str
+    encoder_graph: str
     tokenizer: TokenizerSpec
-    prompts: list[str] = Field(default_factory=list)
+    null_prompt: str = ""
+    example_prompts: list[str] = Field(default_factory=list)
+
+    @property
+    def graph(self) -> str:
+        return self.encoder_graph
 
 
 class DecodeSpec(_M):
-    """The denoiser makes latents; graph ``graph`` makes the picture (its scaling factor is inside the graph)."""
+    """The denoiser makes latents; graph ``graph`` makes the picture (decoder(latents / scaling_factor +
+    shift_factor), computed inside the graph: apps feed it the denoise output unchanged)."""
 
     graph: str
-    input: str = "latent"
+    input: str = "latents"
     scaling_factor: float
-    latent_shape: list[int]
+    shift_factor: float = 0.0
+    applied_in_graph: bool = True
 
 
 class Manifest(_M):

@@ -45,7 +45,10 @@ def clip_tokenizer(folder: Path, max_length: int = 32):
     for c in _byte_chars():
         vocab.setdefault(c, len(vocab))
         vocab.setdefault(c + "</w>", len(vocab))
-    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length, pad_token="<|endoftext|>")
+    merges = [("r", "e"), ("re", "d</w>"), ("a", "t</w>"), ("o", "o")]  # a few, so BPE merging is exercised
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length, pad_token="<|endoftext|>")
     folder.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(folder))
     return CLIPTokenizer.from_pretrained(str(folder))

@@ -72,7 +72,7 @@ def test_layout_distills_exports_and_samples(root: Path, kind: str) -> None:
         assert inputs["class_labels"]["dtype"] == "int64" and inputs["class_labels"]["shape"] == ["batch"]
     if kind in ("ldm", "dit"):
         assert graphs[-1] == "decoder" and m["decode"]["graph"] == "decoder"
-        assert student["output"]["name"] == "latent" and m["image"]["channels"] == 3
+        assert student["output"]["name"] == "latents" and m["image"]["channels"] == 3
     if kind == "vpred":
         assert m["format_version"] == 3 and graphs == ["student"]  # a one-graph model stays version 3
         config = json.loads((run / "student" / "config.json").read_text())
@@ -118,11 +118,32 @@ def test_text_teacher_quickstart_end_to_end(root: Path) -> None:
     assert rc == 0, out
     m = _manifest(run)
     assert [g["name"] for g in m["models"]] == ["text_encoder", "student", "decoder"]
-    assert m["condition"]["kind"] == "text" and m["condition"]["graph"] == "text_encoder"
-    assert m["condition"]["prompts"] == ["a red bag", "two shoes"] and m["guidance_scale"] == 3.0
-    tok = run / "exports/onnx" / m["condition"]["tokenizer"]["folder"]
-    assert all((tok / f).is_file() for f in m["condition"]["tokenizer"]["files"])
+    assert m["condition"]["kind"] == "text" and m["condition"]["encoder_graph"] == "text_encoder"
+    assert m["condition"]["example_prompts"] == ["a red bag", "two shoes"] and m["guidance_scale"] == 3.0
+    assert [g["stage"] for g in m["models"]] == ["condition", "denoise", "decode"]
     assert all(g["parity"]["passed"] for g in m["models"]) and m["parity"]["passed"]
+    # the exported vocab.json + merges.txt tokenize as the teacher's tokenizer does (what the apps implement)
+    from edgekd.manifest import read_manifest
+    from edgekd.models.stages import token_ids
+    from edgekd.runtime import open_generator
+    from edgekd.runtime.open import exported_tokenizer
+    from edgekd.teachers.diffusers_teacher import load_teacher
+
+    folder_out = run / "exports/onnx"
+    teacher = load_teacher(str(folder), prompts=["a red bag"])
+    prompts = ["a red bag", "the red cat sat", "  Two   SHOES!  ", "ok"]
+    np.testing.assert_array_equal(token_ids(exported_tokenizer(read_manifest(folder_out / "student.manifest.json"),
+                                                               folder_out), prompts),
+                                  token_ids(teacher.tokenizer, prompts))
+    # the manifest alone runs the pipeline (prompt i mod P by default), as torch does
+    from edgekd.profile.inventory import staged_student
+    from edgekd.rundir import RunDir
+    from edgekd.runtime import torch_generator
+
+    noise = torch.randn(2, 4, 8, 8)
+    ref = torch_generator(staged_student(RunDir.open(run))).generate(noise)
+    np.testing.assert_allclose(open_generator(folder_out / "student.manifest.json").generate(noise).numpy(),
+                               ref.numpy(), atol=1e-4)
     profile = json.loads((run / "report/profile.json").read_text())
     stages = {(r["model"], r["stage"].split(" ")[0]) for r in profile["stages"]}
     assert {("student", "text_encoder"), ("student", "decoder"), ("teacher", "denoiser")} <= stages

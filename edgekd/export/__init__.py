@@ -328,7 +328,7 @@ def parity_feeds(prep: Prepared, n: int) -> dict[str, torch.Tensor]:
             feeds[cond["input"]] = teacher.text_encoder(feeds["input_ids"])[0].detach().float()
     if stages is not None and stages.decode_graph:
         student = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
-        feeds["latent"] = TorchStepper(student.model, student.inputs)(**{k: feeds[k] for k in student.inputs})
+        feeds["latents"] = TorchStepper(student.model, student.inputs)(**{k: feeds[k] for k in student.inputs})
     return feeds
 
 
@@ -410,20 +410,26 @@ def _manifest(prep: Prepared, target: str, precision: str, finals: list[Path], c
                                  runtime_options=conv.runtime_options))
     stages = getattr(prep.model, "stages", None)
     denoiser = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
+    if stages is not None and stages.staged:
+        for entry in models:
+            entry.stage = {"text_encoder": "condition", "decoder": "decode"}.get(entry.name, "denoise")
     shape = [int(d) for d in denoiser.shape]
     channels = shape[0]
     recipe = prep.recipe
     staged: dict[str, Any] = {}
+    image_shape = None
     if stages is not None and stages.staged:
         staged = _stage_specs(prep, stages, finals[0].parent)
         dec = next((j for j in prep.jobs if j.name == "decoder"), None)
         channels = int(dec.output_shape[0]) if dec is not None else channels
+        image_shape = [int(d) for d in (dec.output_shape if dec is not None else denoiser.shape)]
     return Manifest(**staged,
         edgekd_version=__version__, role=prep.role, name=f"{recipe.name}-{file_stem(prep.stem, precision)}",  # type: ignore[arg-type]
         target=target, precision=precision, quantization=quantization_text(target, precision, converted[0].checks),  # type: ignore[arg-type]
         models=models, sampling=sampling_section(prep.model.sampling()), parity=whole,
         parity_skipped=skipped if whole is None else None, noise=NoiseV3(shape=shape),
-        image=ImageSpec(crop=image_crop(recipe) if not staged.get("decode") else None, channels=channels),
+        image=ImageSpec(crop=image_crop(recipe) if not staged.get("decode") else None, channels=channels,
+                        shape=image_shape if staged else None),
         source={"run": str(prep.run.path), "recipe": recipe.name, "teacher": recipe.teacher.path,
                 "method": recipe.method.name, "model": prep.stem,
                 **export_identity(prep.run.path, prep.role == "teacher_step", prep.teacher_model.fingerprint)},
@@ -440,29 +446,42 @@ def _stage_specs(prep: Prepared, stages: Any, folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"format_version": PIPELINE_VERSION, "guidance_scale": float(teacher.guidance_scale)}
     cond = stages.condition
     if cond is not None and cond["kind"] == "class":
-        out["condition"] = ClassConditionSpec(input=cond["input"], num_classes=int(cond["high"]),
-                                              names=dict(cond.get("names") or {}))
+        names = cond.get("names") or {}
+        n = int(cond["high"])
+        out["condition"] = ClassConditionSpec(
+            input=cond["input"], num_classes=n, names=[names.get(str(i), str(i)) for i in range(n)] if names else None,
+            null_class=teacher.condition.null)
     elif cond is not None:
         tok = teacher.tokenizer
         files = write_tokenizer_files(tok, folder / "tokenizer")
         out["condition"] = TextConditionSpec(
-            input=cond["input"], graph=stages.text_graph, prompts=list(teacher.condition.prompts),
-            tokenizer=TokenizerSpec(folder="tokenizer", files=files, max_length=int(tok.model_max_length),
-                                    bos_token_id=int(tok.bos_token_id), eos_token_id=int(tok.eos_token_id),
-                                    pad_token_id=int(tok.pad_token_id)))
+            input=cond["input"], encoder_graph=stages.text_graph, example_prompts=list(teacher.condition.prompts),
+            tokenizer=TokenizerSpec(files={k: f"tokenizer/{v}" for k, v in files.items()},
+                                    sha256={k: sha256(folder / "tokenizer" / v) for k, v in files.items()},
+                                    max_length=int(tok.model_max_length), bos_token_id=int(tok.bos_token_id),
+                                    eos_token_id=int(tok.eos_token_id), pad_token_id=int(tok.pad_token_id),
+                                    lowercase=bool(getattr(tok, "do_lower_case", True))))
     if stages.decode_graph:
-        out["decode"] = DecodeSpec(graph=stages.decode_graph, scaling_factor=float(stages.scaling_factor),
-                                   latent_shape=[int(d) for d in teacher.sample_shape])
+        out["decode"] = DecodeSpec(graph=stages.decode_graph, scaling_factor=float(stages.scaling_factor))
     return out
 
 
-def write_tokenizer_files(tokenizer: Any, folder: Path) -> list[str]:
-    """The tokenizer's files (vocab.json, merges.txt and its configs), written atomically; returns their names."""
+def write_tokenizer_files(tokenizer: Any, folder: Path) -> dict[str, str]:
+    """The CLIP BPE tokenizer as an app reads it: vocab.json and merges.txt (rank = line after the #version
+    header), from the tokenizer's own tokenizer.json (kept too, for Python); written atomically."""
+    import json
+
     from edgekd.train.checkpoint import AtomicDir
 
     with AtomicDir(folder) as tmp:
         tokenizer.save_pretrained(str(tmp))
-    return sorted(p.name for p in folder.iterdir() if p.is_file())
+        model = json.loads((tmp / "tokenizer.json").read_text())["model"]
+        if model.get("type") != "BPE":
+            raise EdgekdError(f"the teacher's tokenizer is {model.get('type')}, not CLIP's BPE: cannot export it")
+        (tmp / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        (tmp / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n")
+    return {"vocab": "vocab.json", "merges": "merges.txt", "tokenizer": "tokenizer.json"}
 
 
 def _report(prep: Prepared, finals: list[Path], manifest: Manifest, precision: str, bar: float,

@@ -44,8 +44,8 @@ class DecoderGraph(nn.Module):
         self.decoder = decoder
         self.scaling_factor = float(scaling_factor)
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        h = latent / self.scaling_factor
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        h = latents / self.scaling_factor
         if type(self.decoder).__name__ == "VQModel":
             # VQModel.decode quantizes with torch.cdist, which CoreML and LiteRT lack: the same nearest-code
             # lookup written with matmuls (argmin of |z|^2 - 2 z.e + |e|^2 = argmin of the distance)
@@ -97,7 +97,7 @@ class StagedModel:
             if teacher.decoder is None:
                 raise ValueError("a latent student needs its teacher's decoder")
             self.extra.append(GraphSpec("decoder", DecoderGraph(teacher.decoder, teacher.scaling_factor).eval(),
-                                        [InputSpec("latent", tuple(teacher.sample_shape))], "image"))
+                                        [InputSpec("latents", tuple(teacher.sample_shape))], "image"))
             self.stages.decode_graph = "decoder"
             self.stages.scaling_factor = teacher.scaling_factor
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,25 @@ def pipeline(steppers: dict[str, Stepper], sampling: Any, input_names: dict[str,
 def manifest_prompt_tokens(m: Manifest, folder: Path) -> Any:
     """Token ids [P, L] of a text model's prompt list, with the tokenizer files exported beside its manifest."""
     cond = m.condition
-    if cond is None or cond.kind != "text" or not cond.prompts:
+    if cond is None or cond.kind != "text" or not cond.example_prompts:
         return None
+    from edgekd.models.stages import token_ids
+
+    return token_ids(exported_tokenizer(m, folder), list(cond.example_prompts))
+
+
+def exported_tokenizer(m: Manifest, folder: Path) -> Any:
+    """transformers' CLIPTokenizer on the vocab.json + merges.txt an export ships (what the apps implement)."""
     from transformers import CLIPTokenizer
 
-    tok = CLIPTokenizer.from_pretrained(str(folder / cond.tokenizer.folder))
-    return tok(list(cond.prompts), padding="max_length", max_length=cond.tokenizer.max_length, truncation=True,
-               return_tensors="pt").input_ids.long()
+    spec = m.condition.tokenizer
+    vocab = json.loads((folder / spec.files["vocab"]).read_text())
+    lines = (folder / spec.files["merges"]).read_text().splitlines()
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    inv = {v: k for k, v in vocab.items()}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=spec.max_length, bos_token=inv[spec.bos_token_id],
+                         eos_token=inv[spec.eos_token_id], pad_token=inv[spec.pad_token_id],
+                         unk_token=inv[spec.eos_token_id])
 
 
 def open_generator(manifest: Path | Manifest, threads: int | None = None, compute_units: str = "ALL",

@@ -104,4 +104,4 @@ class PipelineGenerator:
                 condition = self.prompt_tokens[condition.long()]
             cond = self.text(input_ids=condition).float()
         x = self.inner.generate(noise, cond)
-        return self.decoder(latent=x).float() if self.decoder is not None else x
+        return self.decoder(latents=x).float() if self.decoder is not None else x

@@ -84,7 +84,7 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
             c = self.condition
             inputs.append(InputSpec(c["input"], (), torch.int64, high=int(c["high"])) if c["kind"] == "class"
                           else InputSpec(c["input"], tuple(c["shape"])))
-        return [GraphSpec("student", self, inputs, "latent" if self.latent else "image", self.graph_timestep)]
+        return [GraphSpec("student", self, inputs, "latents" if self.latent else "image", self.graph_timestep)]
 
     def export_config(self) -> dict[str, Any]:
         extra = {"net_class": type(self.unet).__name__, "prediction_type": self.prediction_type,
