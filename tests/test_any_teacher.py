@@ -102,6 +102,12 @@ def test_student_follows_its_condition_and_exports_keep_it(root: Path) -> None:
         assert rc == 0, out
         names = {i["name"]: i["dtype"] for i in _manifest(run, target)["models"][0]["inputs"]}
         assert names == {"noise": "float32", "class_labels": "int32"}
+    # int8 calibrates on noise with conditions drawn i mod K (compress/calibration.py pipeline_set)
+    rc, out = cli("export", run, "--target", "onnx", "--precision", "int8")
+    assert rc == 0, out
+    m = json.loads((run / "exports/onnx/student_int8.manifest.json").read_text())
+    assert m["parity"]["passed"] and m["models"][0]["checks"]["quantization"]["calibration"]["source"].startswith(
+        "standard-normal noise with class conditions")
 
 
 def test_text_teacher_quickstart_end_to_end(root: Path) -> None:

@@ -199,6 +199,9 @@ def job_sets(job: Any, n: int, n_heldout: int, source: str = "trajectory") -> tu
     The held-out set is drawn the same way from other seeds: sensitivity and the mixed-precision fallback are
     judged on inputs the ranges were not fitted to. ``n_heldout`` 0: no held-out set (None).
     """
+    if not job.teacher and (len(job.inputs) > 1 or job.name in ("text_encoder", "decoder")):
+        return (pipeline_set(job, n, CALIBRATION_SEED),
+                pipeline_set(job, n_heldout, HELDOUT_SEED) if n_heldout > 0 else None)
     if not job.teacher:
         return (noise_set(n, job.shape, CALIBRATION_SEED, job.inputs[0]),
                 noise_set(n_heldout, job.shape, HELDOUT_SEED, job.inputs[0]) if n_heldout > 0 else None)
@@ -215,3 +218,28 @@ def job_sets(job: Any, n: int, n_heldout: int, source: str = "trajectory") -> tu
     calib = step_set(recipe, n, job.shape, alphas, t_range, ddim_t, source, CALIBRATION_SEED)
     held = step_set(recipe, n_heldout, job.shape, alphas, t_range, ddim_t, source, HELDOUT_SEED) if n_heldout > 0 else None
     return calib, held
+
+
+def pipeline_set(job: Any, n: int, seed: int) -> CalibrationSet:
+    """Inputs a graph of a conditional or latent pipeline really sees: noise with conditions drawn i mod K (class
+    ids, or the recipe's prompts through the teacher's text encoder); the prompts' token ids for the text encoder;
+    the torch student's latents on that noise and those conditions for the decoder."""
+    from edgekd.models.stages import token_ids
+
+    teacher = job.teacher_model
+    cond = teacher.condition
+    ids = cond.draw(0, n) if cond is not None else None
+    if job.name == "text_encoder":
+        tokens = token_ids(teacher.tokenizer, [cond.prompts[int(i)] for i in ids]).numpy()
+        return CalibrationSet({"input_ids": tokens}, f"token ids of the recipe's {len(cond.prompts)} prompts")
+    student = job.run.student() if job.name == "decoder" else job.model
+    noise = make_noise(seed, 0, n, tuple(student.input_shape))
+    feeds: dict[str, Any] = {"noise": noise}
+    if cond is not None:
+        feeds[student.condition["input"]] = teacher.condition_input(ids).cpu()
+    if job.name != "decoder":
+        return CalibrationSet({k: v.numpy() for k, v in feeds.items()},
+                              f"standard-normal noise with {cond.kind if cond else 'no'} conditions i mod K")
+    with torch.no_grad():
+        latents = student.eval()(*feeds.values()).float()
+    return CalibrationSet({"latents": latents.numpy()}, "the torch student's latents on calibration noise")
