@@ -18,7 +18,7 @@ from edgekd.recipe import Recipe
 from edgekd.resume import prepare_run, start_run
 from edgekd.rundir import RunDir
 from edgekd.students import save_student
-from edgekd.teachers.diffusers_teacher import DiffusionTeacher, load_recipe_teacher, load_teacher
+from edgekd.teachers.diffusers_teacher import DiffusionTeacher, load_recipe_teacher
 from edgekd.methods import setup_method
 from edgekd.teachers.store import TrajectorySpec, TrajectoryStore, record_rank_share
 from edgekd.train import distributed as dist

@@ -53,6 +53,18 @@ def test_pixel_teachers_equal_ddim_pipeline(folders: dict[str, Path], kind: str)
     np.testing.assert_allclose(ours, ref, atol=ATOL, rtol=0)
 
 
+def test_v_prediction_as_epsilon_gives_the_same_samples(folders: dict[str, Path]) -> None:
+    """teacher.eps (v converted to epsilon with the schedule's alphas) drives an epsilon DDIM to the same images."""
+    from edgekd.teachers.diffusers_teacher import ddim_sample, load_teacher
+
+    teacher = load_teacher(str(folders["vpred"]))
+    noise = _noise((2, 1, 32, 32))
+    ref, _ = teacher.sample(noise, STEPS, "trailing")
+    as_eps = {**teacher.scheduler_config, "prediction_type": "epsilon"}
+    ours, _ = ddim_sample(as_eps, teacher.eps, noise, STEPS, "trailing")
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=1e-4, rtol=0)
+
+
 def test_class_unet_equals_the_diffusers_loop_and_follows_the_class(folders: dict[str, Path]) -> None:
     """No diffusers pipeline samples a class-conditional UNet2DModel: the reference is the scheduler loop."""
     from diffusers import DDIMScheduler, UNet2DModel

@@ -117,7 +117,7 @@ def _real_images(recipe: Any, n: int, seed: int) -> torch.Tensor | None:
 def _open_store(recipe: Any) -> Any:
     """The recipe's trajectory store when it holds samples, else None."""
     from edgekd.distill import open_store
-    from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher
 
     try:
         store = open_store(recipe, load_recipe_teacher(recipe))

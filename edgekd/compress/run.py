@@ -110,7 +110,7 @@ def _quantize(run_path: Path, recipe: Recipe) -> None:
 def prune_run(run: RunDir, recipe: Recipe, teacher: bool = False, out: Path | None = None,
               fid_samples: int | None = None, resume: bool = False, exporter: str = "dynamo") -> Path:
     from edgekd.compress.prune import prune_student, prune_unet
-    from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher
     from edgekd.train.loop import pick_device, seed_everything
 
     cfg = recipe.compress.prune

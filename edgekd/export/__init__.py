@@ -172,7 +172,7 @@ class Prepared:
 def prepare(run_path: Path, teacher: bool = False) -> Prepared:
     """Open and load everything (run, recipe, teacher, model) before anything is written: the run's student, or
     with ``teacher`` the teacher's step, as graphs ready for ``export_model``."""
-    from edgekd.teachers.diffusers_teacher import load_recipe_teacher, load_teacher
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher
 
     run = RunDir.open(run_path, need_student=not teacher)
     recipe = run.recipe()

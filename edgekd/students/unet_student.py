@@ -140,28 +140,13 @@ def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int, teacher
     """A student from the recipe's ``student:`` section (init: teacher copies, init: prune copies and channel-prunes
     (torch-pruning, DepGraph; the structure is saved with the student), init: scratch builds slim). With the
     ``teacher`` it takes the teacher's condition and prediction type, and outputs latents for a latent teacher."""
-    from diffusers import UNet2DModel
-
-    if teacher is not None and not teacher.plain:
-        from edgekd.teachers.diffusers_teacher import make_ddim
-
-        if cfg.init == "prune" and teacher.family != "unet2d":
-            raise EdgekdError(f"student.init: prune takes UNet2DModel teachers; this teacher is a "
-                              f"{type(teacher_unet).__name__} (use init: teacher or scratch)")
-        if cfg.init == "scratch" and teacher.family == "dit":
-            raise EdgekdError("student.init: scratch builds UNets; for a DiT teacher use init: teacher")
-        if cfg.init == "teacher":
-            unet = copy.deepcopy(teacher_unet)
-        elif cfg.init == "prune":
-            from edgekd.compress.prune import prune_unet
-
-            unet = prune_unet(teacher_unet, 1.0 - cfg.width, cfg.importance, timestep=timestep).float()
-        else:
-            unet = _scratch(cfg, teacher_unet)
-        a = float(make_ddim(teacher.scheduler_config, 1).alphas_cumprod[timestep])
-        unet.requires_grad_(True).train()
-        return OneStepUNetStudent(unet, timestep, None, teacher.prediction_type, student_condition(teacher),
-                                  teacher.latent, a)
+    special = teacher is not None and not teacher.plain
+    if special and cfg.init == "prune" and (teacher.family != "unet2d" or teacher.condition is not None):
+        raise EdgekdError(f"student.init: prune takes unconditional UNet2DModel teachers; this teacher is a "
+                          f"{type(teacher_unet).__name__}{' with a condition' if teacher.condition else ''} "
+                          "(use init: teacher or scratch)")
+    if special and cfg.init == "scratch" and teacher.family == "dit":
+        raise EdgekdError("student.init: scratch builds UNets; for a DiT teacher use init: teacher")
     if cfg.init == "teacher":
         unet = copy.deepcopy(teacher_unet)
     elif cfg.init == "prune":
@@ -171,7 +156,13 @@ def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int, teacher
     else:
         unet = _scratch(cfg, teacher_unet)
     unet.requires_grad_(True).train()
-    return OneStepUNetStudent(unet, timestep)
+    if not special:
+        return OneStepUNetStudent(unet, timestep)
+    from edgekd.teachers.diffusers_teacher import make_ddim
+
+    a = float(make_ddim(teacher.scheduler_config, 1).alphas_cumprod[timestep])
+    return OneStepUNetStudent(unet, timestep, None, teacher.prediction_type, student_condition(teacher),
+                              teacher.latent, a)
 
 
 def _scratch(cfg: Any, teacher_unet: nn.Module) -> nn.Module:

@@ -214,17 +214,6 @@ def to_epsilon(pred: torch.Tensor, x: torch.Tensor, t: Any, scheduler_config: di
     return (x - a.sqrt() * pred) / (1 - a).sqrt()  # sample (x0) prediction
 
 
-def to_x0(pred: torch.Tensor, x: torch.Tensor, t: Any, scheduler_config: dict[str, Any]) -> torch.Tensor:
-    """The network's x0 estimate at (x, t) whatever the prediction type."""
-    kind = scheduler_config.get("prediction_type", "epsilon")
-    if kind == "sample":
-        return pred
-    a = _alpha_bar(scheduler_config, t, x)
-    if kind == "v_prediction":
-        return a.sqrt() * x - (1 - a).sqrt() * pred
-    return (x - (1 - a).sqrt() * pred) / a.sqrt()
-
-
 def _alpha_bar(scheduler_config: dict[str, Any], t: Any, like: torch.Tensor) -> torch.Tensor:
     alphas = make_ddim(scheduler_config, 1).alphas_cumprod.to(like.device, torch.float32)
     t = torch.as_tensor(t, device=like.device).long().reshape(-1)
