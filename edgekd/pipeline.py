@@ -13,7 +13,6 @@ from edgekd.noise import make_noise
 from edgekd.paths import ASSETS
 from edgekd.recipe import load_recipe
 from edgekd.rundir import RunDir
-from edgekd.teachers.diffusers_teacher import load_recipe_teacher
 
 QUICKSTART_RECIPE = ASSETS / "recipes" / "quickstart.yaml"
 
@@ -29,9 +28,7 @@ def quickstart(run_dir: Path, overrides: list[str], resume: bool = False) -> int
     path = distill(recipe, resume=resume)
     for target in dict.fromkeys(["onnx", *recipe.export.targets]):  # the profiler runs the ONNX pair
         export_run(path, target=target)
-    teacher = load_recipe_teacher(recipe)
-    if teacher.plain:  # other teachers are profiled in torch through diffusers (their step graph is not exported)
-        export_run(path, teacher=True)
+    export_run(path, teacher=True)
     profile_run(path)
     from edgekd.report import render_report
 
@@ -88,6 +85,8 @@ def sample_grid(run_path: Path, num: int, seed: int, teacher_steps: int | None, 
     that head learned (the recipe's DDIM steps and recorded points), for the same noise: the denoising, layer by
     layer.
     """
+    from edgekd.teachers.diffusers_teacher import load_recipe_teacher
+
     run = RunDir.open(run_path)
     recipe = run.recipe()
     teacher = load_recipe_teacher(recipe)

@@ -178,11 +178,13 @@ def prepare(run_path: Path, teacher: bool = False) -> Prepared:
     recipe = run.recipe()
     t_model = load_recipe_teacher(recipe)
     if teacher and not t_model.plain:
-        raise EdgekdError(f"edgekd export --teacher takes unconditional epsilon-prediction pixel teachers for now; "
-                          f"{recipe.teacher.path} is not one (export its distilled student)")
-    model = (TeacherStepModel(t_model, recipe.teacher.steps, recipe.teacher.timestep_spacing) if teacher
-             else run.student())
-    if not teacher and (getattr(model, "condition", None) is not None or getattr(model, "latent", False)):
+        from edgekd.models.stages import ConditionalTeacherStepModel
+
+        model: Any = ConditionalTeacherStepModel(t_model, recipe.teacher.steps, recipe.teacher.timestep_spacing)
+    else:
+        model = (TeacherStepModel(t_model, recipe.teacher.steps, recipe.teacher.timestep_spacing) if teacher
+                 else run.student())
+    if getattr(model, "condition", None) is not None or getattr(model, "latent", False):
         from edgekd.models.stages import StagedModel
 
         model = StagedModel(model, t_model)  # text encoder -> student -> decoder
@@ -327,8 +329,16 @@ def parity_feeds(prep: Prepared, n: int) -> dict[str, torch.Tensor]:
             feeds["input_ids"] = token_ids(teacher.tokenizer, prompts)
             feeds[cond["input"]] = teacher.text_encoder(feeds["input_ids"])[0].detach().float()
     if stages is not None and stages.decode_graph:
-        student = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
-        feeds["latents"] = TorchStepper(student.model, student.inputs)(**{k: feeds[k] for k in student.inputs})
+        denoiser = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
+        if denoiser.teacher:  # a teacher's step graph: its DDIM-10 latents in torch
+            from edgekd.runtime.samplers import DDIMSampler
+
+            cond_name = denoiser.inputs[2] if len(denoiser.inputs) > 2 else None
+            loop = DDIMSampler({denoiser.name: TorchStepper(denoiser.model, denoiser.inputs)},
+                               section(model.sampling(), denoiser.name, TEACHER_PARITY_STEPS), condition_name=cond_name)
+            feeds["latents"] = loop.generate(feeds["noise"], feeds.get(cond_name) if cond_name else None)
+        else:
+            feeds["latents"] = TorchStepper(denoiser.model, denoiser.inputs)(**{k: feeds[k] for k in denoiser.inputs})
     return feeds
 
 
@@ -336,6 +346,8 @@ def _graph_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: fl
                   options: ExportOptions) -> ParitySpec:
     """One graph against torch: a one-step graph on the noise, a step graph through DDIM-10 driven by it alone;
     a graph of a staged model (text encoder, conditional student, decoder) on realistic fixed inputs."""
+    if getattr(getattr(prep.model, "stages", None), "staged", False) and job.teacher:
+        return _step_parity(prep, job, plugin, tmp, bar, options)
     if getattr(getattr(prep.model, "stages", None), "staged", False):
         from edgekd.runtime.steppers import TorchStepper
 
@@ -353,6 +365,26 @@ def _graph_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: fl
     candidate = sampler({job.name: step}, section(prep.model.sampling(), only, steps), {job.name: job.inputs})
     noise = make_noise(prep.recipe.export.parity_seed, 0, prep.recipe.export.parity_samples, job.shape)
     parity = check_parity(reference, candidate, noise, prep.recipe.export.parity_seed, bar, job.what(plugin.LABEL))
+    parity.runtime = plugin.parity_runtime(step)
+    return parity
+
+
+def _step_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: float,
+                 options: ExportOptions) -> ParitySpec:
+    """A conditional teacher's step graph alone through DDIM-10 on latents, against torch, with the parity
+    noise's conditions (class ids, or the prompts' embeddings from the torch text encoder)."""
+    from edgekd.runtime.samplers import DDIMSampler
+    from edgekd.runtime.steppers import TorchStepper
+
+    n = prep.recipe.export.parity_samples
+    feeds = parity_feeds(prep, n)
+    cond_name = job.inputs[2] if len(job.inputs) > 2 else None
+    sampling = section(prep.model.sampling(), job.name, TEACHER_PARITY_STEPS)
+    step = plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
+    reference = DDIMSampler({job.name: TorchStepper(job.model, job.inputs)}, sampling, condition_name=cond_name)
+    candidate = DDIMSampler({job.name: step}, sampling, condition_name=cond_name)
+    parity = check_parity(reference, candidate, feeds["noise"], prep.recipe.export.parity_seed, bar,
+                          job.what(plugin.LABEL), condition=feeds.get(cond_name) if cond_name else None)
     parity.runtime = plugin.parity_runtime(step)
     return parity
 

@@ -113,3 +113,78 @@ class StagedModel:
         if name in ("model", "teacher", "stages", "extra"):
             raise AttributeError(name)
         return getattr(self.model, name)
+
+
+class GuidedEpsilonStep(nn.Module):
+    """One denoising step of ANY teacher as an exported graph: (sample, int64 timestep [B], condition) -> epsilon.
+
+    Classifier-free guidance runs inside the graph (both branches batched, in the order the diffusers pipeline
+    uses; the null condition a constant: the null class id or the empty prompt's embedding), and a v- or
+    x0-predicting network's output is converted to epsilon with the schedule's alphas (a buffer), so the DDIM loop
+    an app runs stays the version-3 epsilon update."""
+
+    def __init__(self, teacher: Any):
+        super().__init__()
+        from edgekd.teachers.denoisers import family_of
+
+        self.net = teacher.unet
+        self.family = family_of(teacher.unet)
+        self.guidance = float(teacher.guidance_scale)
+        self.prediction_type = teacher.prediction_type
+        self.kind = teacher.condition.kind if teacher.condition is not None else None
+        alphas = teacher.ddim(1).alphas_cumprod.to(torch.float32)
+        self.register_buffer("alphas", alphas, persistent=False)
+        if self.guidance != 1.0:
+            null = teacher.null_input(1, torch.zeros(1))
+            self.register_buffer("null", null.detach().clone(), persistent=False)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
+        from edgekd.teachers.denoisers import call_denoiser
+
+        if self.guidance == 1.0:
+            pred = call_denoiser(self.net, self.family, sample, timestep, condition)
+        else:
+            b = sample.shape[0]
+            null = self.null.expand(b, *self.null.shape[1:]) if self.kind == "text" else \
+                torch.zeros_like(condition) + self.null
+            first, second = (null, condition) if self.kind == "text" else (condition, null)
+            both = call_denoiser(self.net, self.family, torch.cat([sample, sample]), torch.cat([timestep, timestep]),
+                                 torch.cat([first, second]))
+            a_out, b_out = both[:b], both[b:]
+            uncond, cond = (a_out, b_out) if self.kind == "text" else (b_out, a_out)
+            pred = uncond + self.guidance * (cond - uncond)
+        if self.prediction_type == "epsilon":
+            return pred
+        a = self.alphas[timestep.long()].reshape(-1, 1, 1, 1)
+        if self.prediction_type == "v_prediction":
+            return a.sqrt() * pred + (1 - a).sqrt() * sample
+        return (sample - a.sqrt() * pred) / (1 - a).sqrt()
+
+
+class ConditionalTeacherStepModel:
+    """A conditional / latent / v- or x0-predicting teacher as an exportable model: one guided epsilon step graph
+    taking the condition, sampled with DDIM at the recipe's step count (wrapped in StagedModel for the text
+    encoder and decoder graphs)."""
+
+    def __init__(self, teacher: Any, steps: int, spacing: str = "trailing"):
+        from edgekd.teachers.conditions import student_condition
+
+        self.teacher, self.steps, self.spacing = teacher, int(steps), spacing
+        self.condition = student_condition(teacher)
+        self.latent = teacher.latent
+        self.input_shape = tuple(teacher.sample_shape)
+
+    def graphs(self) -> list[GraphSpec]:
+        inputs = [InputSpec("sample", self.input_shape), InputSpec("timestep", (), torch.int64)]
+        c = self.condition
+        if c is not None:
+            inputs.append(InputSpec(c["input"], (), torch.int64, high=int(c["high"])) if c["kind"] == "class"
+                          else InputSpec(c["input"], tuple(c["shape"])))
+        return [GraphSpec("teacher_step", GuidedEpsilonStep(self.teacher).eval(), inputs, "epsilon")]
+
+    def sampling(self) -> Any:
+        from edgekd.models.spec import DDIMLoop
+
+        config = {k: v for k, v in self.teacher.scheduler_config.items() if k != "prediction_type"}
+        return DDIMLoop({**config, "prediction_type": "epsilon"}, self.steps, self.spacing, ("teacher_step",))

@@ -153,6 +153,8 @@ def open_spec(spec: dict[str, Any], threads: int | None = None) -> Any:
     m = read_manifest(path)
     if m.sampling.steps == spec["steps"]:
         return open_generator(path, threads)
+    if m.condition is not None or m.decode is not None:  # a staged teacher step: the pipeline at N steps
+        return open_generator(path, threads, name=spec["model"], steps=spec["steps"])
     # the exported teacher step at another step count: the same scheduler, another DDIM schedule
     from edgekd.profile.generators import _ddim
     from edgekd.runtime.steppers import open_stepper

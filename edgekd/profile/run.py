@@ -259,16 +259,16 @@ def _student_steps(student: Any) -> int:
     return int(student.sampling().steps())
 
 
-def _ensure_onnx(run: RunDir, teacher_plain: bool = True) -> tuple[Path, Path]:
-    """The ONNX student and teacher step every profile includes (exported when missing; the teacher's step graph
-    only for an unconditional pixel teacher: the others are profiled in torch, through diffusers)."""
+def _ensure_onnx(run: RunDir) -> tuple[Path, Path]:
+    """The ONNX student and teacher step every profile includes (exported when missing; a conditional or latent
+    teacher's step is a guided epsilon graph with its text encoder and decoder: edgekd.models.stages)."""
     from edgekd.export import export_run
 
     student_manifest = run.exports / "onnx" / "student.manifest.json"
     teacher_onnx = run.exports / "onnx" / "teacher_step.onnx"
     if not student_manifest.is_file():
         export_run(run.path)
-    if not teacher_onnx.is_file() and teacher_plain:
+    if not teacher_onnx.is_file():
         export_run(run.path, teacher=True)
     return student_manifest, teacher_onnx
 
@@ -297,12 +297,11 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     router = len(student.graphs()) > 1
     if student_steps > 1:
         steps_list = sorted(set(steps_list) | {student_steps})  # the teacher at the student's own step count
-    student_manifest, teacher_onnx = _ensure_onnx(run, teacher.plain)
+    student_manifest, teacher_onnx = _ensure_onnx(run)
     specs = all_specs(run.path, steps_list)
     # refuse a damaged or stale export (made from another student or teacher): edgekd.integrity
     check_export(student_manifest, run.path)
-    if teacher.plain or teacher_onnx.is_file():
-        check_export(teacher_onnx, run.path, teacher.fingerprint)
+    check_export(teacher_onnx, run.path, teacher.fingerprint)
     one = make_noise(cfg.fid_seed, 0, 1, shape)
 
     # ---- costs: each generator alone in a fresh process (memory, first run), medians of repeats after warm-up

@@ -20,7 +20,8 @@ def sampler(steppers: dict[str, Stepper], sampling: Any, input_names: dict[str, 
     if sampling.kind == "one_step":
         names = input_names[sampling.graph]
         return OneStepSampler(steppers[sampling.graph], names[0], name or "student", names[1] if len(names) > 1 else None)
-    return DDIMSampler(steppers, sampling, name)
+    step_inputs = input_names[sampling.graph_per_step[0]]
+    return DDIMSampler(steppers, sampling, name, condition_name=step_inputs[2] if len(step_inputs) > 2 else None)
 
 
 def pipeline(steppers: dict[str, Stepper], sampling: Any, input_names: dict[str, list[str]],
@@ -62,7 +63,7 @@ def exported_tokenizer(m: Manifest, folder: Path) -> Any:
 
 
 def open_generator(manifest: Path | Manifest, threads: int | None = None, compute_units: str = "ALL",
-                   files: dict[str, Path] | None = None, name: str | None = None) -> Generator:
+                   files: dict[str, Path] | None = None, name: str | None = None, steps: int | None = None) -> Generator:
     """Any exported model (any target, one graph or several) from its manifest (v1, v2, v3 or router).
 
     ``files`` overrides where a graph's file is (the export's parity gate runs the temp files before they are
@@ -73,7 +74,15 @@ def open_generator(manifest: Path | Manifest, threads: int | None = None, comput
                 for g in m.models}
     names = {g.name: [i.name for i in g.inputs] for g in m.models}
     cond, dec = m.condition, m.decode
-    return pipeline(steppers, m.sampling, names, cond.kind if cond is not None else None,
+    sampling = m.sampling
+    if steps is not None and sampling.kind == "ddim" and steps != sampling.steps:  # the same scheduler, N steps
+        sched = dict(sampling.scheduler or {})
+        spacing = sched.pop("timestep_spacing", "trailing")
+        owners = tuple(dict.fromkeys(sampling.graph_per_step))
+        if len(owners) > 1:
+            raise ValueError("another step count for a routed (several graphs) DDIM export is not supported")
+        sampling = ddim_section(DDIMLoop(sched, steps, spacing, owners))
+    return pipeline(steppers, sampling, names, cond.kind if cond is not None else None,
                     getattr(cond, "graph", None), dec.graph if dec is not None else None, name,
                     getattr(cond, "num_classes", None), manifest_prompt_tokens(m, folder))
 

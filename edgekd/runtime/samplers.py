@@ -36,8 +36,9 @@ class DDIMSampler:
     manifest's ddim section (timesteps, graph_per_step, alphas_cumprod, alphas_cumprod_prev, clip_sample[_range])."""
 
     def __init__(self, steppers: dict[str, Stepper], sampling: Any, name: str | None = None,
-                 timestep_dtype: torch.dtype = torch.int64):
+                 timestep_dtype: torch.dtype = torch.int64, condition_name: str | None = None):
         self.steppers, self.s = dict(steppers), sampling
+        self.condition_name = condition_name  # a conditional step graph's condition input (fed at every step)
         missing = sorted(set(sampling.graph_per_step) - set(self.steppers))
         if missing:
             raise ValueError(f"sampling names graphs {missing} with no stepper")
@@ -47,18 +48,23 @@ class DDIMSampler:
         self.name = name or (f"DDIM-{self.calls_per_image}" if n == 1 else f"{n} graphs DDIM-{self.calls_per_image}")
         self.timestep_dtype = timestep_dtype
 
-    def eps(self, x: torch.Tensor, k: int) -> torch.Tensor:
+    def eps(self, x: torch.Tensor, k: int, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Epsilon of step ``k`` from the graph that owns it."""
         t = torch.full((x.shape[0],), int(self.s.timesteps[k]), dtype=self.timestep_dtype)
-        return self.steppers[self.s.graph_per_step[k]](sample=x, timestep=t).float()
+        feeds = {"sample": x, "timestep": t}
+        if self.condition_name is not None:
+            if condition is None:
+                raise ValueError(f"step graph input {self.condition_name} (the condition) is not given")
+            feeds[self.condition_name] = condition
+        return self.steppers[self.s.graph_per_step[k]](**feeds).float()
 
     @torch.no_grad()
     def generate(self, noise: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        if condition is not None:
-            raise ValueError("conditional DDIM step graphs are not exported yet")
+        if condition is not None and self.condition_name is None:
+            raise ValueError("these step graphs take no condition")
         x = noise.float()
         for k in range(len(self.s.timesteps)):
-            eps = self.eps(x, k)
+            eps = self.eps(x, k, condition)
             a = torch.tensor(self.s.alphas_cumprod[k], dtype=torch.float32)
             a_prev = torch.tensor(self.s.alphas_cumprod_prev[k], dtype=torch.float32)
             x0 = (x - (1 - a) ** 0.5 * eps) / a**0.5

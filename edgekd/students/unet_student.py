@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
+from edgekd.teachers.conditions import student_condition
 from edgekd.models.spec import OneStepGraphs
 
 
@@ -122,18 +123,6 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
         """``{"pruned": structure}`` when the UNet was channel-pruned (edgekd.compress.prune), else nothing."""
         structure = getattr(self.unet, "pruned_structure", None)
         return {"pruned": structure} if structure else {}
-
-
-def student_condition(teacher: Any) -> dict[str, Any] | None:
-    """The condition input a student of ``teacher`` takes (what the teacher's denoiser takes)."""
-    cond = teacher.condition
-    if cond is None:
-        return None
-    if cond.kind == "class":
-        return {"kind": "class", "input": "class_labels", "high": cond.num_classes, "names":
-                {str(k): v for k, v in sorted(cond.names.items())}}
-    return {"kind": "text", "input": "encoder_hidden_states", "shape": list(cond.hidden_shape),
-            "max_length": cond.max_length}
 
 
 def build_unet_student(cfg: Any, teacher_unet: nn.Module, timestep: int, teacher: Any = None) -> OneStepUNetStudent:
