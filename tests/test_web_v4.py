@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -179,13 +180,13 @@ def browser():
 
 
 @contextlib.contextmanager
-def page_for(browser, run: Path):
-    """`edgekd demo`'s server for the run's ONNX export on a free port, and a page that has loaded it."""
+def page_for(browser, run: Path, target: str = "onnx"):
+    """`edgekd demo`'s server for the run's export on a free port, and a page that has loaded it."""
     import threading
 
     from edgekd.apps.demo import make_server
 
-    server, url = make_server(run, "onnx", port=0)
+    server, url = make_server(run, target, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     page = browser.new_page()
@@ -305,3 +306,35 @@ def test_prompt_box_runs_text_encoder_student_and_decoder_as_python_does(browser
             assert np.abs(rgba[..., :3].astype(int) - to_pixels(want, m["image"]["shape"])).max() <= 1
             images[prompt] = got
         assert float(np.abs(images["a red bag"] - images["  Two RED   shoes!"]).max()) > 100 * ATOL
+
+
+@needs_browser
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("EDGEKD_WEB_TFLITE") != "1",
+                    reason="opt-in (EDGEKD_WEB_TFLITE=1): the two TFLite exports add about 2 min on a 2-core machine")
+def test_tflite_exports_run_in_litert_js_as_python_does(browser, runs: dict[str, Path]) -> None:
+    """The same two models exported to TFLite (int32 ids, LiteRT.js in the page, ai-edge-litert in Python)."""
+    from edgekd.manifest import read_manifest
+    from edgekd.models.stages import token_ids
+    from edgekd.runtime.open import exported_tokenizer
+
+    for kind, choices in (("class", [7, 3]), ("sd", ["two shoes!", "a red bag"])):
+        rc, log = cli("export", runs[kind], "--target", "tflite")
+        assert rc == 0, log
+        manifest = runs[kind] / "exports" / "tflite" / "student.manifest.json"
+        images = []
+        with page_for(browser, runs[kind], "tflite") as page:
+            assert page.inner_text("#runtime") == "-"
+            for choice in choices:
+                page.evaluate("window.__before = window.edgekd.last")
+                page.evaluate(f"window.edgekd.generate({SEED}, {json.dumps(choice)})")
+                assert page.inner_text("#runtime").startswith("litert.js")
+                got = np.array(page.evaluate("window.edgekd.last.image"), dtype=np.float32)
+                cond = (torch.tensor([choice]) if kind == "class" else
+                        token_ids(exported_tokenizer(read_manifest(manifest), manifest.parent), [choice]))
+                want = python_reference(manifest, SEED, cond)
+                diff = float(np.abs(got - want).max())
+                print(f"tflite {kind} {choice!r}: max |browser - python| = {diff:.2e}")
+                assert diff < ATOL and want.std() > 1e-3, diff
+                images.append(got)
+        assert float(np.abs(images[0] - images[1]).max()) > 100 * ATOL
