@@ -1,7 +1,8 @@
 """The web app (apps/web) on manifest v4: its CLIP BPE tokenizer (apps/web/lib/clip_bpe.js) gives transformers'
 CLIPTokenizer's ids on the same vocab.json + merges.txt, and in real headless Chromium a class-conditional and a
 text-conditional latent export (tests/layouts.py teachers, `edgekd distill` + `edgekd export --target onnx` at tiny
-budgets, one module fixture) generate what Python's `open_generator(manifest).generate(noise, condition)` does.
+budgets, one module fixture) generate what Python's `open_generator(manifest).generate(noise, condition)` does;
+broken v4 manifests are refused by the page's check with one line each.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ TOKENIZER_JS = WEB / "lib" / "clip_bpe.js"
 # prompt, and prompts longer than max_length (truncated, eos kept)
 PROMPTS = ["a red bag", "A Photo of a RED Sneaker!", "  two   shoes\t\nand\u3000a  bag  ", "don't stop, 'til it's 4.5%",
            "x\u0085y x\ufeffy", "caf\u00e9 cafe\u0301 na\u00efve", "\u65e5\u672c\u8a9e\u30c6\u30b9\u30c8 123",
-           "\u03a3\u0391\u03a3 \u0399\u0301", "\u0130stanbul", "a \U0001F45F sneaker", "a<|endoftext|>b <|startoftext|>",
+           "\u03a3\u0391\u03a3 \u0399\u0301", "\u0130stanbul", "a \U0001F45F sneaker",
+           "a<|endoftext|>b <|startoftext|>",
            "<|ENDOFTEXT|> HE'S", "", "the quick brown fox " * 6, "reder redder at at oo ooo"]
 CORPUS = ["a photo of a red sneaker", "the quick brown fox jumps over the lazy dog", "two shoes and a bag",
           "a red dress, a blue coat and an ankle boot", "it's a trouser; they're shirts", "caf\u00e9 na\u00efve 123"]
@@ -226,7 +228,8 @@ def generate_in_page(page, seed: int) -> np.ndarray:
 
 def canvas_pixels(page) -> np.ndarray:
     px = page.evaluate("""() => { const c = document.getElementById('canvas');
-        return {w: c.width, h: c.height, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)}; }""")
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        return {w: c.width, h: c.height, data: Array.from(d)}; }""")
     return np.array(px["data"], dtype=np.uint8).reshape(px["h"], px["w"], 4)
 
 
@@ -338,3 +341,40 @@ def test_tflite_exports_run_in_litert_js_as_python_does(browser, runs: dict[str,
                 assert diff < ATOL and want.std() > 1e-3, diff
                 images.append(got)
         assert float(np.abs(images[0] - images[1]).max()) > 100 * ATOL
+
+
+def test_bad_v4_manifests_are_refused_with_one_line_under_node() -> None:
+    """The page's manifest check (apps/web/lib/sampler.js checkManifest) on broken v4 manifests: one line each."""
+    graph = {"name": "student", "file": "s.onnx", "output": {"name": "image"},
+             "inputs": [{"name": "noise", "shape": [1, 1, 4, 4]}, {"name": "class_labels", "shape": [1]}]}
+    good = {"format_version": 4, "target": "onnx", "models": [graph],
+            "sampling": {"kind": "one_step", "graph": "student"},
+            "noise": {"shape": [1, 4, 4], "portable": "mulberry32-boxmuller-v1"},
+            "condition": {"kind": "class", "input": "class_labels", "num_classes": 3, "names": ["a", "b", "c"]},
+            "decode": None}
+    cases = {
+        "ok": {},
+        "condition.kind \"audio\": this app reads class and text": {"condition": {**good["condition"],
+                                                                                  "kind": "audio"}},
+        "condition.input \"labels\" is not an input of graph student": {"condition": {**good["condition"],
+                                                                                     "input": "labels"}},
+        "condition.names must list 3 names (one per class id)": {"condition": {**good["condition"], "names": ["a"]}},
+        "condition.encoder_graph \"text_encoder\" is not in models": {"condition": {
+            "kind": "text", "input": "class_labels", "encoder_graph": "text_encoder",
+            "tokenizer": {"kind": "clip_bpe"}}},
+        "decode.graph \"decoder\" is not in models": {"decode": {"graph": "decoder", "input": "latents"}},
+        "format_version 5; this app reads versions 3 and 4 (re-export with this edgekd)": {"format_version": 5},
+    }
+    manifests = {k: {**good, **v} for k, v in cases.items()}
+    script = f"""
+      import {{checkManifest}} from "{(WEB / 'lib' / 'sampler.js').as_uri()}";
+      const out = {{}};
+      for (const [k, m] of Object.entries({json.dumps(manifests)})) {{
+        try {{ checkManifest(m); out[k] = "ok"; }} catch (e) {{ out[k] = e.message; }}
+      }}
+      console.log(JSON.stringify(out));
+    """
+    out = subprocess.run([_node(), "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for want, got in json.loads(out.stdout).items():
+        assert got == (want if want == "ok" else f"manifest: {want}"), (want, got)
