@@ -1,15 +1,19 @@
-// The page: load a manifest v3 (+ its models), generate from portable noise at a button press, draw it, time it;
+// The page: load a manifest v3 or v4 (+ its models, and for a text model its tokenizer files), ask for the condition
+// a v4 model takes (a class picker, or a prompt box), generate from portable noise at a button press, draw it, time it;
 // a benchmark mode writes the device-benchmark JSON (docs/device-benchmark.md) that `edgekd profile --import` reads.
 // Everything the tests need is on window.edgekd.
 
 import {NOISE_NAME, portableNoise} from "./lib/noise.js";
 import {BACKENDS, createRuntime} from "./lib/runtimes.js";
 import {checkManifest, sample, summarize, toRgba} from "./lib/sampler.js";
+import {ClipBpeTokenizer} from "./lib/clip_bpe.js";
+import {sha256Hex} from "./lib/runtimes.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const manifestUrl = new URL(params.get("manifest") || "models/student.manifest.json", location.href);
-const state = {manifest: null, runtime: null, firstRunMs: null, peakBytes: null, benchmark: null, last: null};
+const state = {manifest: null, runtime: null, firstRunMs: null, peakBytes: null, benchmark: null, last: null,
+               tokenizer: null};
 // the backend asked for (the select, or ?backend=); the runtime may fall back to wasm and says why
 let requestedBackend = "wasm";
 
@@ -32,8 +36,70 @@ async function loadManifest() {
   const m = checkManifest(await res.json());
   const s = m.sampling;
   const steps = s.kind === "ddim" ? `DDIM-${s.timesteps.length} over ${m.models.length} graph(s)` : "one step";
-  $("model-line").textContent = `${m.name} · ${m.target} · ${m.precision} · ${steps} · ${manifestUrl.pathname}`;
+  const c = m.condition;
+  const cond = !c ? "" : c.kind === "class" ? ` · ${c.num_classes} classes` : " · text prompt";
+  const stages = m.format_version === 4 && m.models.length > 1 ? ` · ${m.models.map((g) => g.name).join(" → ")}` : "";
+  $("model-line").textContent = `${m.name} · ${m.target} · ${m.precision} · ${steps}${cond}${stages} · ${manifestUrl.pathname}`;
+  if (c?.kind === "text") state.tokenizer = await loadTokenizer(c.tokenizer);
   return m;
+}
+
+/** A text model's vocab.json + merges.txt, from beside the manifest, checked against the manifest's sha256. */
+async function loadTokenizer(spec) {
+  const text = {};
+  for (const key of ["vocab", "merges"]) {
+    const url = new URL(spec.files[key], manifestUrl);
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`tokenizer file ${url.pathname} -> HTTP ${res.status} (copy the export's tokenizer/ folder too)`);
+    const bytes = await res.arrayBuffer();
+    const want = spec.sha256?.[key];
+    if (want && (await sha256Hex(bytes)) !== want) throw new Error(`${spec.files[key]}: sha256 differs from the manifest's (re-copy the export)`);
+    text[key] = new TextDecoder().decode(bytes);
+  }
+  return ClipBpeTokenizer.fromText(text.vocab, text.merges, spec);
+}
+
+/** Show the picker a v4 condition needs: a class select (names, or ids), or a prompt box (the first example). */
+function setupCondition(m) {
+  const c = m.condition;
+  if (c?.kind === "class") {
+    const select = $("class");
+    select.replaceChildren(...Array.from({length: c.num_classes}, (_, id) => {
+      const name = c.names?.[id];
+      return new Option(name ? `${id} · ${name}` : `class ${id}`, String(id));
+    }));
+    select.value = String(c.default ?? 0);
+    $("class-box").hidden = false;
+  } else if (c?.kind === "text") {
+    $("prompt").value = c.example_prompts?.[0] ?? "";
+    $("prompt-box").hidden = false;
+  }
+}
+
+/** The condition the pickers say now: {class} or {prompt, input_ids}; null for an unconditional model. */
+function currentCondition() {
+  const c = state.manifest.condition;
+  if (c?.kind === "class") return {class: Number($("class").value)};
+  if (c?.kind === "text") {
+    const prompt = $("prompt").value;
+    return {prompt, input_ids: state.tokenizer.encode(prompt)};
+  }
+  return null;
+}
+
+/** Set the picker from a class id / name (class model) or a prompt (text model), as a user would. */
+function chooseCondition(value) {
+  const c = state.manifest.condition;
+  if (!c) throw new Error("this model takes no condition");
+  if (c.kind === "text") {
+    $("prompt").value = String(value);
+    return;
+  }
+  const id = typeof value === "number" ? value : (c.names ?? []).indexOf(value);
+  if (!Number.isInteger(id) || id < 0 || id >= c.num_classes) {
+    throw new Error(`class ${JSON.stringify(value)}: choose an id 0..${c.num_classes - 1}${c.names ? " or a name" : ""}`);
+  }
+  $("class").value = String(id);
 }
 
 async function ensureRuntime() {
@@ -63,16 +129,17 @@ async function generate(seed) {
   const t0 = performance.now();
   await ensureRuntime();
   const noise = portableNoise(seed, m.noise.shape);
+  const condition = currentCondition();
   const t1 = performance.now();
   const image = await sample(m, noise, (g, feeds) => state.runtime.run(g, feeds),
-    (i, n) => n > 1 && status(`step ${i}/${n}`));
+    (i, n) => n > 1 && status(`step ${i}/${n}`), condition && (condition.input_ids ?? condition.class));
   const end = performance.now();
   if (first) {
     state.firstRunMs = end - t0;
     $("first-run").textContent = `${state.firstRunMs.toFixed(1)} ms`;
   }
   sampleMemory();
-  return {seed, image, latencyMs: end - t1};
+  return {seed, condition, image, latencyMs: end - t1};
 }
 
 function draw(image) {
@@ -88,8 +155,9 @@ async function onGenerate() {
   const r = await generate(seed);
   draw(r.image);
   $("latency").textContent = `${r.latencyMs.toFixed(2)} ms`;
-  status(`seed ${seed} done`);
-  state.last = {seed, latencyMs: r.latencyMs, image: Array.from(r.image)};
+  const what = r.condition ? ("class" in r.condition ? ` · class ${r.condition.class}` : ` · "${r.condition.prompt}"`) : "";
+  status(`seed ${seed}${what} done`);
+  state.last = {seed, condition: r.condition, latencyMs: r.latencyMs, image: Array.from(r.image)};
   return state.last;
 }
 
@@ -170,8 +238,16 @@ window.edgekd = {
     return {requested: requestedBackend, used: state.runtime?.info.backend ?? null, fallback: state.runtime?.fallback ?? null};
   },
   chooseBackend: (value) => chooseBackend(value),
-  /** generate(seed) -> {seed, latencyMs, image: number[]} (the raw model output, before to_pixels) and draw it */
-  async generate(seed) { $("seed").value = String(seed); return runGenerate(); },
+  /** generate(seed[, condition]) -> {seed, condition, latencyMs, image: number[]} (the model's output before
+   * to_pixels) and draw it; `condition` (a class id or name, or a prompt) sets the picker first */
+  async generate(seed, condition) {
+    if (condition !== undefined) chooseCondition(condition);
+    $("seed").value = String(seed);
+    return runGenerate();
+  },
+  chooseCondition: (value) => chooseCondition(value),
+  /** a text model's input_ids for `prompt` (the page's tokenizer, lib/clip_bpe.js) */
+  tokenize: (prompt) => state.tokenizer.encode(prompt),
   benchmark: (opts) => runBenchmark(opts),
 };
 
@@ -186,6 +262,7 @@ if (params.has("device")) $("device").value = params.get("device");
 
 loadManifest().then((m) => {
   state.manifest = m;
+  setupCondition(m);
   if (params.has("backend")) chooseBackend(params.get("backend"));
   window.edgekd.ready = true;
   $("generate").disabled = false;

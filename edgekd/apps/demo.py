@@ -86,7 +86,8 @@ def check_web_app(web: Path) -> None:
 
 
 def pick_manifest(run_path: Path, target: str, manifest: str | None) -> Path:
-    """The export's manifest v3 (default student.manifest.json); a missing export names the command that makes it."""
+    """The export's manifest v3 or v4 (default student.manifest.json); a missing export names the command that makes
+    it."""
     if target not in WEB_TARGETS:
         raise EdgekdError(f"the web demo runs --target onnx or tflite, not '{target}'")
     run = Path(run_path)
@@ -103,9 +104,9 @@ def pick_manifest(run_path: Path, target: str, manifest: str | None) -> Path:
         version = json.loads(path.read_text()).get("format_version")
     except ValueError as exc:
         raise EdgekdError(f"manifest {path} is not valid JSON ({exc})") from None
-    if version != 3:
-        raise EdgekdError(f"manifest {path} has format_version {version!r}; the apps read version 3: re-export with "
-                          f"`edgekd export {run} --target {target}`")
+    if version not in (3, 4):  # the web app reads v4's pipeline too (apps/web/lib/sampler.js)
+        raise EdgekdError(f"manifest {path} has format_version {version!r}; the apps read version 3 (the web app also "
+                          f"4): re-export with `edgekd export {run} --target {target}`")
     return path
 
 

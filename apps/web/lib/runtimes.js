@@ -15,7 +15,7 @@ async function packageVersion(dir) {
   return res.ok ? (await res.json()).version : "unknown";
 }
 
-async function sha256Hex(buffer) {
+export async function sha256Hex(buffer) {
   const digest = await crypto.subtle.digest("SHA-256", buffer);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
