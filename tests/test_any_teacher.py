@@ -127,6 +127,11 @@ def test_text_teacher_quickstart_end_to_end(root: Path) -> None:
     assert m["condition"]["kind"] == "text" and m["condition"]["encoder_graph"] == "text_encoder"
     assert m["condition"]["example_prompts"] == ["a red bag", "two shoes"] and m["guidance_scale"] == 3.0
     assert [g["stage"] for g in m["models"]] == ["condition", "denoise", "decode"]
+    # the teacher's guided step graph takes the embeddings too, with the same text encoder and decoder
+    t = json.loads((run / "exports/onnx/teacher_step.manifest.json").read_text())
+    assert [g["name"] for g in t["models"]] == ["text_encoder", "teacher_step", "decoder"] and t["parity"]["passed"]
+    step_inputs = [i["name"] for i in t["models"][1]["inputs"]]
+    assert step_inputs == ["sample", "timestep", "encoder_hidden_states"] and t["sampling"]["kind"] == "ddim"
     assert all(g["parity"]["passed"] for g in m["models"]) and m["parity"]["passed"]
     # the exported vocab.json + merges.txt tokenize as the teacher's tokenizer does (what the apps implement)
     from edgekd.manifest import read_manifest
@@ -151,6 +156,7 @@ def test_text_teacher_quickstart_end_to_end(root: Path) -> None:
     np.testing.assert_allclose(open_generator(folder_out / "student.manifest.json").generate(noise).numpy(),
                                ref.numpy(), atol=1e-4)
     profile = json.loads((run / "report/profile.json").read_text())
+    assert any(r["name"] == "teacher DDIM-3 onnxruntime" and r.get("psnr_vs_teacher", 0) > 35 for r in profile["rows"])
     stages = {(r["model"], r["stage"].split(" ")[0]) for r in profile["stages"]}
     assert {("student", "text_encoder"), ("student", "decoder"), ("teacher", "denoiser")} <= stages
     assert "3x16x16" in profile["quality"]["fid_skipped"]
