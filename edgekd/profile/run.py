@@ -56,7 +56,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     top = f"{max(threads)}t"
     head = ["generator", "runtime", "precision", "steps", "params", "MACs/img", "model MB", "first run ms",
             *[f"{t}t median ms" for t in threads], f"{top} p90 ms", "peak RSS MB", f"FID ({q['samples']})",
-            "KID x1e3", "PSNR dB"]
+            "KID x1e3", "PSNR dB"] + (["asked class %"] if any("asked_class" in r for r in report["rows"]) else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
         lat = row.get("latency_ms") or {}
@@ -68,6 +68,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                  _fmt((row.get("latency_p90_ms") or {}).get(top), 2), _mb(row.get("peak_rss_bytes")),
                  _fmt(row.get("fid"), 2), _fmt(None if row.get("kid") is None else row["kid"] * 1e3, 2),
                  _fmt(row.get("psnr_vs_teacher"), 1)]
+        if head[-1] == "asked class %":
+            cells.append(_fmt(None if row.get("asked_class") is None else 100 * row["asked_class"], 1))
         if row.get("skipped"):
             cells[7:] = [f"not run: {row['skipped']}"] + [""] * (len(cells) - 8)
         lines.append("| " + " | ".join(cells) + " |")
@@ -238,6 +240,29 @@ def render_stages(stages: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def class_judge(recipe: Any, teacher: Any) -> Any:
+    """edgekd's Fashion-MNIST classifier when the teacher is a 10-class teacher of Fashion-MNIST-shaped images
+    (it judges whether a sample shows the class it was asked for), else None."""
+    cond = teacher.condition
+    if cond is None or cond.kind != "class" or cond.num_classes != 10 or recipe.data.kind != "fashion_mnist" \
+            or teacher.image_shape[0] != 1:
+        return None
+    from edgekd.profile.classifier import load_classifier
+
+    return load_classifier()
+
+
+def asked_class_share(judge: Any, images: torch.Tensor, asked: torch.Tensor) -> tuple[float, list[float]]:
+    """(share of the samples the classifier assigns to the class they were asked for, the same per class)."""
+    from edgekd.profile.classifier import to_classifier_input
+
+    with torch.no_grad():
+        pred = torch.cat([judge(to_classifier_input(images[i : i + 256])).argmax(1) for i in range(0, len(images), 256)])
+    hit = (pred == asked).float()
+    per = [float(hit[asked == c].mean()) if (asked == c).any() else float("nan") for c in range(10)]
+    return float(hit.mean()), per
+
+
 def fid_skip_reason(recipe: Any, teacher: Any) -> str | None:
     """Why FID against the recipe's data cannot be computed for this teacher's pictures (None: it can)."""
     from edgekd.recipe import check_data_files
@@ -336,6 +361,7 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
     # ---- quality: every generator on the same noise; teacher torch images come from the trajectory store
     noise = make_noise(cfg.fid_seed, 0, n_fid, shape)
     conditions = teacher.condition.draw(0, n_fid) if teacher.condition is not None else None  # image i: i mod K
+    judge = class_judge(recipe, teacher)
     no_fid = fid_skip_reason(recipe, teacher)
     real = real_f = None
     kid_size, floor = 0, None
@@ -364,6 +390,8 @@ def profile_run(run_path: Path, fid_samples: int | None = None, teacher_steps: l
             row["kid"], row["kid_std"] = quality.kid_from_features(real_f, fake_f, subset_size=kid_size)
         else:
             row["fid"] = row["kid"] = None
+        if judge is not None:
+            row["asked_class"], row["asked_class_per_class"] = asked_class_share(judge, images, conditions)
         ref = student_steps if (student_steps > 1 and spec["group"] == "student" and spec["run_label"] == ".") \
             else ref_steps
         row["psnr_reference"] = f"teacher DDIM-{ref} torch"
