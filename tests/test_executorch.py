@@ -1,0 +1,176 @@
+"""ExecuTorch (.pte, XNNPACK delegate) export with the real exir lowering and executorch.runtime, no mocks.
+
+Tiny models (the tiny diffusers teacher of tests/conftest.py, one-level UNet students): lowering dominates the
+time (XNNPACK preprocesses each partition; GroupNorm is not delegated, so every GroupNorm splits one), so the
+gate-failure tests reuse the student's lowered program instead of lowering it again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("executorch", reason="executorch not installed (pip install -c constraints.txt 'edgekd[executorch]')")
+
+from edgekd.cli import main  # noqa: E402
+from edgekd.export.targets import executorch as plugin  # noqa: E402
+from edgekd.export import TARGETS, export_run  # noqa: E402
+from edgekd.export.manifest import read_manifest  # noqa: E402
+from edgekd.noise import make_noise  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_dir: Path) -> Path:
+    from edgekd.recipe import Recipe, validate_mapping
+    from edgekd.rundir import RunDir
+    from edgekd.students import save_student
+    from edgekd.students.unet_student import build_unet_student
+    from edgekd.teachers.diffusers_teacher import load_teacher
+
+    root = tmp_path_factory.mktemp("executorch")
+    recipe = validate_mapping({
+        "name": "tiny-executorch", "run_dir": str(root / "run"),
+        "teacher": {"path": str(tiny_teacher_dir), "steps": 4},
+        "student": {"init": "scratch", "block_out_channels": [8], "norm_num_groups": 4},
+        "export": {"parity_samples": 3},
+        "compress": {"quantize": {"calibration": "noise", "calibration_samples": 16, "heldout_samples": 4}},
+    }, Recipe, "test")
+    run = RunDir(root / "run")
+    run.path.mkdir()
+    run.save_recipe(recipe)
+    torch.manual_seed(0)
+    student = build_unet_student(recipe.student, load_teacher(str(tiny_teacher_dir)).unet, 999).eval()
+    save_student(student, run.student_dir)
+    return run.path
+
+
+LOWERED: dict[str, object] = {}  # the student's edge program, kept by pte_fp32 for the tests that reuse it
+
+
+@pytest.fixture(scope="module")
+def pte_fp32(tiny_run: Path) -> Path:
+    torch.set_num_threads(1)
+    patch, real = pytest.MonkeyPatch(), plugin.lower
+
+    def keep(program, names):
+        LOWERED["student"] = edge = real(program, names)
+        return edge
+
+    patch.setattr(plugin, "lower", keep)
+    try:
+        return export_run(tiny_run, target="executorch")
+    finally:
+        patch.undo()
+
+
+@pytest.fixture()
+def reuse_lowering(pte_fp32: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The student's next export skips lowering and serialising (seconds): the program pte_fp32 lowered and
+    the bytes it wrote (an edge program serialises once)."""
+    data = pte_fp32.read_bytes()
+    monkeypatch.setattr(plugin, "lower", lambda program, names: LOWERED["student"])
+    monkeypatch.setattr(plugin, "write_program", lambda edge, path: path.write_bytes(data))
+
+
+def _no_partials(run: Path) -> None:
+    exports = run / "exports"
+    leftovers = [p for p in exports.rglob("*") if ".partial" in p.name or p.name.endswith(".old")] if exports.exists() else []
+    assert not leftovers, leftovers
+
+
+def test_executorch_is_a_target_of_all() -> None:
+    assert "executorch" in TARGETS  # discovered from its plug-in file: export_all loops over TARGETS
+
+
+def test_fp32_export_passes_parity_in_executorch_runtime(tiny_run: Path, pte_fp32: Path) -> None:
+    from edgekd.rundir import RunDir
+    from edgekd.runtime.open import open_generator, torch_generator
+
+    assert pte_fp32 == tiny_run / "exports" / "executorch" / "student.pte" and pte_fp32.is_file()
+    m = read_manifest(pte_fp32.with_name("student.manifest.json"))
+    assert m.target == "executorch" and m.precision == "fp32" and m.format_version == 3
+    # float32 kernels in XNNPACK vs torch: agreement to rounding (the same ops, other summation orders)
+    assert m.parity is not None and m.parity.passed and m.parity.psnr_db > 60 and m.parity.max_abs_error < 1e-3
+    assert m.parity.runtime.startswith("executorch")
+    assert [(i.name, i.shape, i.dtype) for i in m.inputs] == [("noise", [1, 1, 32, 32], "float32")]
+    assert m.checks["inputs"] == [{"shape": [1, 1, 32, 32], "dtype": "float32"}]
+    assert "edgekd_inputs" in m.checks["methods"]
+    # from the manifest alone, as an app: the batch-1 program loops over 3 images and matches torch
+    noise = make_noise(3, 0, 3, (1, 32, 32))
+    ref = torch_generator(RunDir(tiny_run).student()).generate(noise)
+    out = open_generator(pte_fp32.with_name("student.manifest.json"), threads=1).generate(noise)
+    assert out.shape == ref.shape and (out - ref).abs().max() < 1e-3
+    _no_partials(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def router_run(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_dir: Path) -> Path:
+    """An untrained two-graph O2MKD student (UNets of the teacher's two levels, 8 channels) of the tiny teacher: export needs nothing else."""
+    from edgekd.recipe import Recipe, validate_mapping
+    from edgekd.rundir import RunDir
+    from edgekd.students import save_student
+    from edgekd.students.o2mkd import build_o2mkd_student
+    from edgekd.teachers.diffusers_teacher import load_teacher
+
+    base = tmp_path_factory.mktemp("o2mkd-executorch")
+    recipe = validate_mapping({
+        "name": "tiny-o2mkd-executorch", "run_dir": str(base / "run"),
+        "teacher": {"path": str(tiny_teacher_dir), "steps": 4},
+        "student": {"kind": "o2mkd", "boundaries": [500], "init": "scratch", "block_out_channels": [8, 8],
+                    "norm_num_groups": 4},
+        "method": {"name": "o2mkd"},
+        "export": {"parity_samples": 2},
+    }, Recipe, "test")
+    run = RunDir(base / "run")
+    run.path.mkdir(parents=True)
+    run.save_recipe(recipe)
+    torch.manual_seed(0)
+    student = build_o2mkd_student(recipe.student, load_teacher(str(tiny_teacher_dir)), 4, "trailing")
+    save_student(student.eval(), run.student_dir)
+    return run.path
+
+
+def test_every_graph_and_the_whole_sampler_pass_parity(router_run: Path) -> None:
+    """N graphs (sample, int64 timestep) -> epsilon: each gated through DDIM alone, then the routed sampler."""
+    path = export_run(router_run, target="executorch")
+    m = read_manifest(path)
+    assert path.name == "student.manifest.json" and [g.file for g in m.models] == ["student_0.pte", "student_1.pte"]
+    assert m.sampling.kind == "ddim" and set(m.sampling.graph_per_step) == {"student_0", "student_1"}
+    for g in m.models:
+        assert [(i.name, i.shape, i.dtype) for i in g.inputs] == [("sample", [1, 1, 32, 32], "float32"),
+                                                                   ("timestep", [1], "int64")]
+        assert g.parity is not None and g.parity.passed and g.parity.psnr_db > 60
+    assert m.parity is not None and m.parity.passed and m.parity.psnr_db > 60 and m.parity.runtime.startswith("executorch")
+    _no_partials(router_run)
+
+
+def test_failed_parity_keeps_nothing_and_leaves_the_old_export(tiny_run: Path, pte_fp32: Path,
+                                                                reuse_lowering: None) -> None:
+    before = pte_fp32.read_bytes()
+    assert main(["export", str(tiny_run), "--target", "executorch", "--psnr-min", "1000"]) == 3  # ParityError
+    assert pte_fp32.read_bytes() == before
+    _no_partials(tiny_run)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_damaged_pte_fails_the_gate(tiny_run: Path, pte_fp32: Path, monkeypatch: pytest.MonkeyPatch,
+                                    reuse_lowering: None, damage: str) -> None:
+    """A .pte damaged after it was written (half of it lost, or its header overwritten) is refused by the
+    runtime: the gate fails with exit 3 and neither the damaged file nor a manifest for it is left."""
+    real = plugin.write_program
+
+    def damaged(edge, path: Path) -> None:
+        real(edge, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\0" * 16 + data[16:])
+
+    monkeypatch.setattr(plugin, "write_program", damaged)
+    before = pte_fp32.read_bytes()
+    manifest = pte_fp32.with_name("student.manifest.json").read_bytes()
+    assert main(["export", str(tiny_run), "--target", "executorch"]) == 3
+    assert pte_fp32.read_bytes() == before and pte_fp32.with_name("student.manifest.json").read_bytes() == manifest
+    _no_partials(tiny_run)
