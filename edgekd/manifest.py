@@ -139,6 +139,20 @@ def read_versioned(path: Path, model: type[BaseModel], label: str, hint: str, re
 # ============================================================================================ version 3
 
 
+class DelegationSpec(_M):
+    """How much of a graph the runtime's delegate (accelerator or optimised CPU library) runs, counted from the
+    converted program itself: the question every export tool is asked (does it really run in the delegate, or
+    fall back op by op?). Optional: a target reports it where its converter shows it."""
+
+    delegate: str = Field(description="the delegate's name as the runtime knows it, e.g. XnnpackBackend")
+    partitions: int = Field(ge=0, description="delegated subgraphs: each is one call into the delegate")
+    delegated_ops: int = Field(ge=0)
+    other_ops: int = Field(ge=0, description="ops run outside the delegate (the runtime's portable kernels)")
+    delegated_share: float = Field(ge=0.0, le=1.0, description="delegated_ops / (delegated_ops + other_ops)")
+    other: dict[str, int] = Field(default_factory=dict, description="op -> count, of the ops outside the delegate")
+    counted_from: str = ""
+
+
 class GraphEntry(_M):
     """One exported graph: its file and I/O, and the parity gate it cleared (or why it was not run)."""
 
@@ -153,6 +167,7 @@ class GraphEntry(_M):
     checks: dict[str, Any] = Field(default_factory=dict)
     runtime_options: dict[str, Any] = Field(default_factory=dict)
     stage: Literal["condition", "denoise", "decode"] | None = Field(None, description="version 4; None: denoise")
+    delegation: DelegationSpec | None = Field(None, description="ops in the delegate vs outside it, where known")
 
 
 class OneStepSampling(_M):

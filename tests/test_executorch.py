@@ -8,6 +8,7 @@ gate-failure tests reuse the student's lowered program instead of lowering it ag
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -48,7 +49,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_dir: Path) -
     return run.path
 
 
-LOWERED: dict[str, object] = {}  # the student's edge program, kept by pte_fp32 for the tests that reuse it
+LOWERED: dict[str, Any] = {}  # the student's edge program, kept by pte_fp32 for the tests that reuse it
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,11 @@ def pte_fp32(tiny_run: Path) -> Path:
     patch, real = pytest.MonkeyPatch(), plugin.lower
 
     def keep(program, names):
+        from executorch.devtools.backend_debug import get_delegation_info
+
         LOWERED["student"] = edge = real(program, names)
+        # ExecuTorch's own count, made now: serialising the program adds memory-planning nodes to its graph
+        LOWERED["devtools_count"] = get_delegation_info(edge.exported_program().graph_module)
         return edge
 
     patch.setattr(plugin, "lower", keep)
@@ -105,6 +110,30 @@ def test_fp32_export_passes_parity_in_executorch_runtime(tiny_run: Path, pte_fp3
     out = open_generator(pte_fp32.with_name("student.manifest.json"), threads=1).generate(noise)
     assert out.shape == ref.shape and (out - ref).abs().max() < 1e-3
     _no_partials(tiny_run)
+
+
+def test_delegation_figure_equals_counts_made_from_the_lowered_program(pte_fp32: Path) -> None:
+    """The manifest's figure (edgekd's count on the edge program) against ExecuTorch's own devtools count of the
+    same lowered program, and against the instructions of the written .pte itself."""
+    from collections import Counter
+
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    d = read_manifest(pte_fp32.with_name("student.manifest.json")).models[0].delegation
+    assert d is not None and d.delegate == "XnnpackBackend"
+    info = LOWERED["devtools_count"]
+    getitem = info.delegation_by_operator.get("getitem")  # unpacking a partition's outputs: not an op
+    assert info.num_delegated_subgraphs == d.partitions
+    assert info.num_delegated_nodes - (getitem.delegated if getitem else 0) == d.delegated_ops
+    assert info.num_non_delegated_nodes - (getitem.non_delegated if getitem else 0) == d.other_ops
+    program = deserialize_pte_binary(pte_fp32.read_bytes())
+    plan = next(p for p in getattr(program, "program", program).execution_plan if p.name == "forward")
+    kinds = Counter(type(i.instr_args).__name__ for c in plan.chains for i in c.instructions)
+    assert kinds["DelegateCall"] == d.partitions  # one call into XNNPACK per partition
+    assert kinds["KernelCall"] == d.other_ops  # one portable kernel call per op left outside
+    assert d.delegated_share == round(d.delegated_ops / (d.delegated_ops + d.other_ops), 4)
+    # what this small UNet shows: convs, adds and SiLU go to XNNPACK, GroupNorm stays outside and splits it
+    assert d.delegated_ops > d.other_ops and d.other.get("aten.native_group_norm.default", 0) >= 1
 
 
 @pytest.fixture(scope="module")

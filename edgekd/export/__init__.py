@@ -455,7 +455,7 @@ def _manifest(prep: Prepared, target: str, precision: str, finals: list[Path], c
         models.append(GraphEntry(name=job.name, file=final.name, bytes=size_bytes(final), sha256=sha256(final),
                                  inputs=conv.inputs, output=TensorSpec(name=job.output, shape=out_dims),
                                  parity=parity, parity_skipped=skipped, checks=conv.checks,
-                                 runtime_options=conv.runtime_options))
+                                 runtime_options=conv.runtime_options, delegation=conv.delegation))
     stages = getattr(prep.model, "stages", None)
     denoiser = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
     if stages is not None and stages.staged:

@@ -27,7 +27,7 @@ import torch
 from edgekd.errors import EdgekdError, ParityError
 from edgekd.export.graph_check import check_graph
 from edgekd.export.targets import Converted, ExportOptions, Quantizer
-from edgekd.manifest import TensorSpec
+from edgekd.manifest import DelegationSpec, TensorSpec
 from edgekd.runtime.steppers import ET_INPUTS_METHOD, ExecuTorchStepper, Stepper, dist_version
 
 LABEL = "ExecuTorch"  # how messages name it
@@ -73,7 +73,7 @@ def lower(program: torch.export.ExportedProgram, input_names: list[str]) -> Any:
             raise EdgekdError(f"ExecuTorch lowering failed ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
-def delegation(edge: Any) -> dict[str, Any]:
+def delegation(edge: Any) -> DelegationSpec:
     """Ops of the lowered ``forward`` inside the XNNPACK delegate vs outside it, counted on the edge program.
 
     A delegated partition is one ``executorch_call_delegate`` node whose lowered module keeps the ops it took
@@ -99,11 +99,12 @@ def delegation(edge: Any) -> dict[str, Any]:
         else:
             outside[_op_name(node.target)] += 1
     total = sum(inside.values()) + sum(outside.values())
-    return {"delegate": ", ".join(sorted(backends)) or "none", "partitions": partitions,
-            "delegated_ops": sum(inside.values()), "other_ops": sum(outside.values()),
-            "delegated_share": round(sum(inside.values()) / total, 4) if total else 0.0,
-            "other": dict(outside.most_common()),
-            "counted_from": "the lowered edge program (ops inside executorch_call_delegate partitions vs the rest)"}
+    return DelegationSpec(delegate=", ".join(sorted(backends)) or "none", partitions=partitions,
+                          delegated_ops=sum(inside.values()), other_ops=sum(outside.values()),
+                          delegated_share=round(sum(inside.values()) / total, 4) if total else 0.0,
+                          other=dict(outside.most_common()),
+                          counted_from="the lowered edge program: ops inside executorch_call_delegate partitions "
+                                       "(their lowered modules' graphs) vs the other call_function nodes")
 
 
 def _op_name(target: Any) -> str:
@@ -156,7 +157,7 @@ def convert(job: Any, path: Path, precision: str, options: ExportOptions, quanti
     if precision == "int8":
         program, checks["quantization"] = _int8(job, example, quantizer, options)
     edge = lower(program, job.inputs)
-    checks["delegation"] = delegation(edge)
+    delegated = delegation(edge)
     write_program(edge, path)
     del edge
     checks.update(inspect(path))
@@ -168,7 +169,7 @@ def convert(job: Any, path: Path, precision: str, options: ExportOptions, quanti
               for name, t in example.items()]
     runtime_options = {"fixed_batch": b, "method": "forward", "input_order": list(job.inputs),
                        "input_names_method": ET_INPUTS_METHOD, "delegate": "XNNPACK (XnnpackPartitioner)"}
-    return Converted([b, *job.shape], inputs, checks, runtime_options)
+    return Converted([b, *job.shape], inputs, checks, runtime_options, delegated)
 
 
 def _int8(job: Any, example: dict[str, torch.Tensor], quantizer: Quantizer,
