@@ -203,3 +203,40 @@ def test_damaged_pte_fails_the_gate(tiny_run: Path, pte_fp32: Path, monkeypatch:
     assert main(["export", str(tiny_run), "--target", "executorch"]) == 3
     assert pte_fp32.read_bytes() == before and pte_fp32.with_name("student.manifest.json").read_bytes() == manifest
     _no_partials(tiny_run)
+
+
+def test_int8_keeps_the_timestep_embedding_and_edge_convs_float(tiny_run: Path, pte_fp32: Path) -> None:
+    path = export_run(tiny_run, target="executorch", precision="int8")
+    assert path.name == "student_int8.pte" and path.stat().st_size < pte_fp32.stat().st_size
+    m = read_manifest(path.with_name("student_int8.manifest.json"))
+    assert m.precision == "int8" and "PT2E" in (m.quantization or "")
+    q = m.checks["quantization"]
+    assert {"unet.time_proj", "unet.time_embedding", "unet.conv_in", "unet.conv_out"} <= set(q["float_layers"])
+    assert q["calibration"]["source"] == "standard-normal noise" and q["heldout_inputs"] == 4  # 16 feeds, 1 in 4
+    # the gate ran the int8 program in ExecuTorch against torch fp32, at the int8 bar
+    assert m.parity is not None and m.parity.passed and m.parity.psnr_min == 25.0
+    # quantized convs run inside XNNPACK (their quantize/dequantize pairs are folded into the delegate)
+    d = m.models[0].delegation
+    assert d is not None and d.delegated_ops > d.other_ops
+    _no_partials(tiny_run)
+
+
+@pytest.mark.slow  # one PT2E prepare/calibrate/convert per layer: ~4 min on this shared 2-core machine
+def test_int8_fallback_keeps_the_most_sensitive_layers_float_until_the_bar(tiny_run: Path) -> None:
+    """Below the bar, layers ranked by their own sensitivity go float, fewest first, until the bar is met."""
+    from edgekd.compress.quantize import RecipeQuantizer
+    from edgekd.export import ExportOptions, prepare
+
+    job = prepare(tiny_run).jobs[0]
+    example = job.example(1)
+    _, start = plugin._int8(job, example, RecipeQuantizer(None), ExportOptions(psnr_min=0.0))
+    assert start["reached"] and start["sensitivity_only_this_int8"] == {}  # the start set clears a 0 dB bar
+    bar = start["psnr_heldout"] + 0.01  # just above what the start set reaches: one more float layer is needed
+    _, q = plugin._int8(job, example, RecipeQuantizer(None), ExportOptions(psnr_min=bar))
+    assert q["reached"] and q["psnr_heldout"] >= bar and len(q["float_layers"]) > len(start["float_layers"])
+    extra = set(q["float_layers"]) - set(start["float_layers"])
+    ranked = sorted(q["sensitivity_only_this_int8"], key=q["sensitivity_only_this_int8"].get)
+    assert extra == set(ranked[: len(extra)])  # the most sensitive ones, no others
+    # one fewer float layer does not clear the bar (the search found the smallest number)
+    fewer = [c["psnr"] for c in q["curve"] if c["float_layers"] == len(q["float_layers"]) - 1]
+    assert fewer and all(p < bar for p in fewer)

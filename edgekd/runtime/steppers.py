@@ -155,6 +155,7 @@ _ET_DTYPES = {6: torch.float32, 5: torch.float16, 4: torch.int64, 3: torch.int32
 # the constant method of an edgekd .pte that names the forward inputs in their declared order: a .pte stores no
 # input names, and graphs take several inputs (sample, timestep, class ids) that must go in positionally
 ET_INPUTS_METHOD = "edgekd_inputs"
+_ET_STATE = {"loaded": False}  # has this process loaded an ExecuTorch program (its threadpool is then fixed)?
 
 
 class ExecuTorchStepper:
@@ -162,12 +163,20 @@ class ExecuTorchStepper:
 
     Inputs are passed positionally in the order the program's ``edgekd_inputs`` constant method names (the graph's
     declared order), cast to the dtypes the program was traced with (int64 timesteps and class ids stay int64).
-    ``threads`` resizes ExecuTorch's process-wide threadpool (XNNPACK's) before each call when it differs.
+
+    ``threads``: ExecuTorch has ONE process-wide threadpool (XNNPACK's). Resizing it after a program was loaded
+    corrupts memory here (executorch 1.5.1 ``_unsafe_reset_threadpool``: "malloc(): mismatching next->prev_size"),
+    so it is sized only before the process loads its first program; later steppers run on the pool as it is, and
+    ``runtime`` names the thread count they really use.
     """
 
     def __init__(self, path: Path, threads: int | None = None):
+        from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
+        if threads and not _ET_STATE["loaded"] and portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+        _ET_STATE["loaded"] = True
         try:
             program = Runtime.get().load_program(str(path))
             self.method = program.load_method("forward")
@@ -182,18 +191,13 @@ class ExecuTorchStepper:
         self.dtypes = [_ET_DTYPES.get(int(info.dtype()), torch.float32) for info in infos]
         self.names = list(names) if names is not None else None
         self.batch = self.shapes[0][0]
-        self.threads = threads
-        self.runtime = f"executorch {dist_version('executorch')} XNNPACK{'' if threads is None else f' {threads}t'}"
+        self.threads = int(portable_lib._threadpool_get_thread_count())
+        self.runtime = f"executorch {dist_version('executorch')} XNNPACK {self.threads}t"
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
         names = self.names or list(inputs)
         if set(names) != set(inputs):
             raise EdgekdError(f"the ExecuTorch program takes inputs {names}, got {sorted(inputs)}")
-        if self.threads:
-            from executorch.extension.pybindings import portable_lib
-
-            if portable_lib._threadpool_get_thread_count() != self.threads:
-                portable_lib._unsafe_reset_threadpool(self.threads)
 
         def call(arrays: dict[str, np.ndarray]) -> np.ndarray:
             feed = [torch.from_numpy(np.ascontiguousarray(arrays[n])).to(d) for n, d in zip(names, self.dtypes)]
