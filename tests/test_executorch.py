@@ -87,8 +87,17 @@ def _no_partials(run: Path) -> None:
     assert not leftovers, leftovers
 
 
-def test_executorch_is_a_target_of_all() -> None:
-    assert "executorch" in TARGETS  # discovered from its plug-in file: export_all loops over TARGETS
+def test_executorch_is_a_target_of_all_and_of_recipes() -> None:
+    """Discovered from its plug-in file: export_all loops over TARGETS, recipes and manifests take its name."""
+    from edgekd.compress.quantize import run_precisions
+    from edgekd.recipe import ExportConfig, QuantizeConfig
+
+    assert list(TARGETS)[-1] == "executorch"
+    assert ExportConfig(targets=["onnx", "executorch"]).targets == ["onnx", "executorch"]
+    with pytest.raises(ValueError, match="unknown export target 'executorch2'"):
+        ExportConfig(targets=["executorch2"])
+    # compress --quantize makes the precisions the target has (int8; no fp16 in ExecuTorch here)
+    assert run_precisions(QuantizeConfig(targets=["executorch"])) == [("executorch", "int8")]
 
 
 def test_fp32_export_passes_parity_in_executorch_runtime(tiny_run: Path, pte_fp32: Path) -> None:

@@ -196,7 +196,7 @@ def _always_float(model: torch.nn.Module) -> list[str]:
       (measured on the quickstart-size student: 12.6 dB with it int8, 40.6 dB with it float; LiteRT's int8_static
       keeps it float for the same reason, edgekd/export/tflite.py);
     - the first conv sees the raw 1-3 channel input and the last conv writes the image: few weights, the whole
-      output range (44.3 dB with both float on the same student). Together they are a few percent of the MACs."""
+      output range (44.3 dB with both float on the same student)."""
     floats = [name for name, m in model.named_modules() if name and (type(m).__name__ in TIME_EMBEDDING_CLASSES
               or name.rsplit(".", 1)[-1] in TIME_EMBEDDING_NAMES)]
     convs = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
