@@ -27,8 +27,8 @@ import torch
 
 from edgekd.errors import EdgekdError, ParityError
 from edgekd.export.graph_check import check_graph
-from edgekd.export.targets import Converted, ExportOptions, Quantizer
-from edgekd.manifest import DelegationSpec, TensorSpec
+from edgekd.export.targets import Converted, ExportOptions, Quantizer, tensor_inputs
+from edgekd.manifest import DelegationSpec
 from edgekd.runtime.steppers import ET_INPUTS_METHOD, ExecuTorchStepper, Stepper, dist_version
 
 LABEL = "ExecuTorch"  # how messages name it
@@ -163,11 +163,11 @@ def convert(job: Any, path: Path, precision: str, options: ExportOptions, quanti
     del edge
     checks.update(inspect(path))
     expected = [{"shape": list(v.shape), "dtype": _DTYPES.get(v.dtype, str(v.dtype))} for v in example.values()]
-    if checks["inputs"] != expected or [o["shape"] for o in checks["outputs"]] != [[b, *job.shape]]:
+    out_shape = [b, *getattr(job, "output_shape", job.shape)]
+    if checks["inputs"] != expected or [o["shape"] for o in checks["outputs"]] != [out_shape]:
         raise EdgekdError(f"ExecuTorch program takes {checks['inputs']} -> {checks['outputs']}, expected {expected} "
-                          f"-> {[b, *job.shape]}")
-    inputs = [TensorSpec(name=name, shape=list(t.shape), dtype=_DTYPES.get(t.dtype, "float32"))  # type: ignore[arg-type]
-              for name, t in example.items()]
+                          f"-> {out_shape}")
+    inputs = tensor_inputs(job, b, "int64")  # ExecuTorch takes int64 (timesteps, class and token ids) as traced
     runtime_options = {"fixed_batch": b, "method": "forward", "input_order": list(job.inputs),
                        "input_names_method": ET_INPUTS_METHOD, "delegate": "XNNPACK (XnnpackPartitioner)"}
     return Converted([b, *job.shape], inputs, checks, runtime_options, delegated)
