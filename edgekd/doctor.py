@@ -18,6 +18,7 @@ BACKENDS = [
     ("litert-torch", "litert_torch", "TFLite export (pip install 'edgekd[tflite]')"),
     ("ai-edge-litert", "ai_edge_litert", "TFLite runtime (LiteRT interpreter)"),
     ("coremltools", "coremltools", "CoreML export (pip install 'edgekd[coreml]')"),
+    ("executorch", "executorch", "ExecuTorch export and runtime (pip install 'edgekd[executorch]')"),
     ("nncf", "nncf", "INT8 quantization (pip install 'edgekd[compress]')"),
     ("torch-pruning", "torch_pruning", "structured pruning"),
 ]

@@ -16,6 +16,7 @@ NEEDS: dict[str, tuple[list[tuple[str, str]], str]] = {
     "tflite": ([("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")], "tflite"),
     "tflite-int8": ([("ai_edge_quantizer", "ai-edge-quantizer")], "tflite"),
     "coreml": ([("coremltools", "coremltools")], "coreml"),
+    "executorch": ([("executorch", "executorch")], "executorch"),
     "coreml-palettize": ([("sklearn", "scikit-learn")], "coreml"),
     "prune": ([("torch_pruning", "torch-pruning")], "compress"),
     "onnx-int8": ([("nncf", "nncf")], "compress"),

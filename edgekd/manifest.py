@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -28,7 +28,8 @@ PIPELINE_VERSION = 4
 PORTABLE_NOISE = "mulberry32-boxmuller-v1"
 SEED_CONVENTION = "image i of seed s: torch.randn(shape, generator=torch.Generator().manual_seed(s + i))"
 TO_PIXELS = "pixel = round((clip(x, -1, 1) + 1) * 127.5), uint8"
-Target = Literal["onnx", "tflite", "coreml"]
+# any export target plug-in's NAME (edgekd/export/targets/): not listed here, so a new target is one file there
+Target = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 Precision = Literal["fp32", "fp16", "int8", "int8_static", "palettize4", "palettize6", "palettize8"]
 
 
@@ -77,7 +78,7 @@ class ParitySpec(_M):
 
 class ModelFile(_M):
     file: str
-    target: Literal["onnx", "tflite", "coreml"]
+    target: Target
     bytes: int
     sha256: str
 
@@ -138,6 +139,20 @@ def read_versioned(path: Path, model: type[BaseModel], label: str, hint: str, re
 # ============================================================================================ version 3
 
 
+class DelegationSpec(_M):
+    """How much of a graph the runtime's delegate (accelerator or optimised CPU library) runs, counted from the
+    converted program itself: the question every export tool is asked (does it really run in the delegate, or
+    fall back op by op?). Optional: a target reports it where its converter shows it."""
+
+    delegate: str = Field(description="the delegate's name as the runtime knows it, e.g. XnnpackBackend")
+    partitions: int = Field(ge=0, description="delegated subgraphs: each is one call into the delegate")
+    delegated_ops: int = Field(ge=0)
+    other_ops: int = Field(ge=0, description="ops run outside the delegate (the runtime's portable kernels)")
+    delegated_share: float = Field(ge=0.0, le=1.0, description="delegated_ops / (delegated_ops + other_ops)")
+    other: dict[str, int] = Field(default_factory=dict, description="op -> count, of the ops outside the delegate")
+    counted_from: str = ""
+
+
 class GraphEntry(_M):
     """One exported graph: its file and I/O, and the parity gate it cleared (or why it was not run)."""
 
@@ -152,6 +167,7 @@ class GraphEntry(_M):
     checks: dict[str, Any] = Field(default_factory=dict)
     runtime_options: dict[str, Any] = Field(default_factory=dict)
     stage: Literal["condition", "denoise", "decode"] | None = Field(None, description="version 4; None: denoise")
+    delegation: DelegationSpec | None = Field(None, description="ops in the delegate vs outside it, where known")
 
 
 class OneStepSampling(_M):

@@ -389,13 +389,28 @@ class TrainConfig(Strict):
     log_every: int | None = Field(None, ge=1)  # None: 1 on a CPU, 50 on a GPU (each log waits for the device)
 
 
+def known_targets(value: list[str]) -> list[str]:
+    """Export target names are the plug-ins in edgekd/export/targets/ (discovered there, listed nowhere else)."""
+    from edgekd.export.targets import TARGETS
+
+    unknown = [t for t in value if t not in TARGETS]
+    if unknown:
+        raise ValueError(f"unknown export target {unknown[0]!r} (available: {', '.join(TARGETS)})")
+    return value
+
+
 class ExportConfig(Strict):
     """Export targets and the parity gate every export must clear."""
 
-    targets: list[Literal["onnx", "tflite", "coreml"]] = Field(default_factory=lambda: ["onnx"])
+    targets: list[str] = Field(default_factory=lambda: ["onnx"])  # export target plug-in names
     psnr_min: float = 35.0
     parity_samples: int = Field(8, ge=1)
     parity_seed: int = 7
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, value: list[str]) -> list[str]:
+        return known_targets(value)
 
 
 class ProfileConfig(Strict):
@@ -427,7 +442,7 @@ class QuantizeConfig(Strict):
     """Post-training quantization of the exported student (fp16 / int8 per target) and its quality gate."""
 
     precisions: list[Literal["fp16", "int8"]] = Field(default_factory=lambda: ["fp16", "int8"])
-    targets: list[Literal["onnx", "tflite", "coreml"]] = Field(default_factory=lambda: ["onnx", "tflite"])
+    targets: list[str] = Field(default_factory=lambda: ["onnx", "tflite"])  # export target plug-in names
     calibration_samples: int = Field(128, ge=1)
     calibration: Literal["trajectory", "noise"] = "trajectory"
     psnr_min: float = 35.0  # 30 dB cost +13.5% FID on the quickstart student, 35 dB +0.5% (docs/quantization.md)
@@ -439,6 +454,11 @@ class QuantizeConfig(Strict):
     heldout_samples: int = Field(32, ge=2)  # inputs the sensitivity and the fp32 fallback are judged on
     qat_lr: float = Field(1e-5, gt=0)
     qat_batch_size: int = Field(16, ge=1)
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, value: list[str]) -> list[str]:
+        return known_targets(value)
 
 
 class CompressConfig(Strict):

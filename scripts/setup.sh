@@ -31,7 +31,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-EXTRAS="${EDGEKD_EXTRAS:-onnx,tflite,coreml,compress,test}"
+EXTRAS="${EDGEKD_EXTRAS:-onnx,tflite,coreml,executorch,compress,test}"
 echo "setup: installing edgekd[$EXTRAS] (first time: a few minutes)"
 .venv/bin/python -m pip install --progress-bar off --disable-pip-version-check -c constraints.txt -e ".[$EXTRAS]"
 .venv/bin/python -c "import torch, edgekd; print(f'setup: edgekd {edgekd.__version__}, torch {torch.__version__}')"

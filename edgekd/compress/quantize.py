@@ -426,9 +426,13 @@ def quantize_job_onnx(job: Any, path: Path, precision: str, cfg: Any, target_psn
 def run_precisions(cfg: Any) -> list[tuple[str, str]]:
     """(target, precision) pairs ``quantize_run`` makes: fp16/int8 per target; TFLite int8 both dynamic and
     static; CoreML palettization at each of ``palettize_bits``."""
+    from edgekd.export.targets import get_target
+
     pairs = []
     for target in cfg.targets:
         for precision in cfg.precisions:
+            if precision not in get_target(target).PRECISIONS:  # e.g. executorch has no fp16
+                continue
             if target == "tflite" and precision == "int8":
                 pairs += [(target, "int8"), (target, "int8_static")]
             else:

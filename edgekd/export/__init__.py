@@ -353,7 +353,7 @@ def _graph_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: fl
 
         n = prep.recipe.export.parity_samples
         feeds = {k: v for k, v in parity_feeds(prep, n).items() if k in job.inputs}
-        step = plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
+        step = _open(plugin, tmp, options, job.what(plugin.LABEL))
         reference = _Fixed(TorchStepper(job.model, job.inputs), feeds)
         parity = check_parity(reference, _Fixed(step, feeds), feeds[job.inputs[0]], prep.recipe.export.parity_seed,
                               bar, job.what(plugin.LABEL))
@@ -361,7 +361,7 @@ def _graph_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: fl
         return parity
     only, steps = (job.name, TEACHER_PARITY_STEPS) if job.teacher else (None, None)
     reference = torch_generator(prep.model, only=only, steps=steps)
-    step = plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
+    step = _open(plugin, tmp, options, job.what(plugin.LABEL))
     candidate = sampler({job.name: step}, section(prep.model.sampling(), only, steps), {job.name: job.inputs})
     noise = make_noise(prep.recipe.export.parity_seed, 0, prep.recipe.export.parity_samples, job.shape)
     parity = check_parity(reference, candidate, noise, prep.recipe.export.parity_seed, bar, job.what(plugin.LABEL))
@@ -380,7 +380,7 @@ def _step_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: flo
     feeds = parity_feeds(prep, n)
     cond_name = job.inputs[2] if len(job.inputs) > 2 else None
     sampling = section(prep.model.sampling(), job.name, TEACHER_PARITY_STEPS)
-    step = plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
+    step = _open(plugin, tmp, options, job.what(plugin.LABEL))
     reference = DDIMSampler({job.name: TorchStepper(job.model, job.inputs)}, sampling, condition_name=cond_name)
     candidate = DDIMSampler({job.name: step}, sampling, condition_name=cond_name)
     parity = check_parity(reference, candidate, feeds["noise"], prep.recipe.export.parity_seed, bar,
@@ -389,10 +389,26 @@ def _step_parity(prep: Prepared, job: GraphJob, plugin: Any, tmp: Path, bar: flo
     return parity
 
 
+def _open(plugin: Any, tmp: Path, options: ExportOptions, what: str) -> Any:
+    """The target runtime on a converted file; a file the runtime cannot load fails the gate (exit 3), like one
+    whose output is wrong: either way the export is not kept."""
+    from edgekd.errors import ParityError
+
+    try:
+        return plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
+    except Exception as exc:  # runtimes raise many types on a damaged file
+        raise ParityError(f"{what}: the runtime could not load the exported model ({_first_line(exc)}); "
+                          "the export was not kept") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def _sampler_parity(prep: Prepared, plugin: Any, tmps: list[Path], bar: float, options: ExportOptions) -> ParitySpec:
     """The whole sampler (every graph, routed as the model says) in the target runtime against torch."""
-    steppers = {job.name: plugin.stepper(tmp, threads=torch.get_num_threads(), compute_units=options.compute_units)
-                for job, tmp in zip(prep.jobs, tmps)}
+    steppers = {job.name: _open(plugin, tmp, options, job.what(plugin.LABEL)) for job, tmp in zip(prep.jobs, tmps)}
     sampling = prep.model.sampling()
     names = {job.name: job.inputs for job in prep.jobs}
     stages = getattr(prep.model, "stages", None)
@@ -439,7 +455,7 @@ def _manifest(prep: Prepared, target: str, precision: str, finals: list[Path], c
         models.append(GraphEntry(name=job.name, file=final.name, bytes=size_bytes(final), sha256=sha256(final),
                                  inputs=conv.inputs, output=TensorSpec(name=job.output, shape=out_dims),
                                  parity=parity, parity_skipped=skipped, checks=conv.checks,
-                                 runtime_options=conv.runtime_options))
+                                 runtime_options=conv.runtime_options, delegation=conv.delegation))
     stages = getattr(prep.model, "stages", None)
     denoiser = next(j for j in prep.jobs if j.name not in ("text_encoder", "decoder"))
     if stages is not None and stages.staged:

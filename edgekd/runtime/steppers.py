@@ -150,16 +150,73 @@ class CoreMLStepper:
         return _chunked(self.batch, inputs, call)
 
 
+# ExecuTorch's ScalarType codes (c10) of the dtypes edgekd graphs take
+_ET_DTYPES = {6: torch.float32, 5: torch.float16, 4: torch.int64, 3: torch.int32, 11: torch.bool, 0: torch.uint8}
+# the constant method of an edgekd .pte that names the forward inputs in their declared order: a .pte stores no
+# input names, and graphs take several inputs (sample, timestep, class ids) that must go in positionally
+ET_INPUTS_METHOD = "edgekd_inputs"
+_ET_STATE = {"loaded": False}  # has this process loaded an ExecuTorch program (its threadpool is then fixed)?
+
+
+class ExecuTorchStepper:
+    """A .pte program in ExecuTorch's runtime (``executorch.runtime``; XNNPACK delegate on the CPU), fixed batch.
+
+    Inputs are passed positionally in the order the program's ``edgekd_inputs`` constant method names (the graph's
+    declared order), cast to the dtypes the program was traced with (int64 timesteps and class ids stay int64).
+
+    ``threads``: ExecuTorch has ONE process-wide threadpool (XNNPACK's). Resizing it after a program was loaded
+    corrupts memory here (executorch 1.5.1 ``_unsafe_reset_threadpool``: "malloc(): mismatching next->prev_size"),
+    so it is sized only before the process loads its first program; later steppers run on the pool as it is, and
+    ``runtime`` names the thread count they really use.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None):
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        if threads and not _ET_STATE["loaded"] and portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+        _ET_STATE["loaded"] = True
+        try:
+            program = Runtime.get().load_program(str(path))
+            self.method = program.load_method("forward")
+            names = (program.load_method(ET_INPUTS_METHOD).execute([]) if ET_INPUTS_METHOD in program.method_names
+                     else None)
+        except RuntimeError as exc:  # the runtime says only "Failed to load program, error: 0x.."
+            raise EdgekdError(f"ExecuTorch could not load {path} ({str(exc).strip()[:200]}): not a valid .pte "
+                              "program (damaged or truncated?)") from None
+        meta = self.method.metadata
+        infos = [meta.input_tensor_meta(i) for i in range(meta.num_inputs())]
+        self.shapes = [tuple(int(s) for s in info.sizes()) for info in infos]
+        self.dtypes = [_ET_DTYPES.get(int(info.dtype()), torch.float32) for info in infos]
+        self.names = list(names) if names is not None else None
+        self.batch = self.shapes[0][0]
+        self.threads = int(portable_lib._threadpool_get_thread_count())
+        self.runtime = f"executorch {dist_version('executorch')} XNNPACK {self.threads}t"
+
+    def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
+        names = self.names or list(inputs)
+        if set(names) != set(inputs):
+            raise EdgekdError(f"the ExecuTorch program takes inputs {names}, got {sorted(inputs)}")
+
+        def call(arrays: dict[str, np.ndarray]) -> np.ndarray:
+            feed = [torch.from_numpy(np.ascontiguousarray(arrays[n])).to(d) for n, d in zip(names, self.dtypes)]
+            return self.method.execute(feed)[0].float().numpy()
+
+        return _chunked(self.batch, {n: inputs[n] for n in names}, call)
+
+
 # the runtime that runs each export target's files (each target plug-in names its entry: edgekd/export/targets/)
 STEPPERS: dict[str, Callable[..., Stepper]] = {
     "onnx": lambda path, threads=None, compute_units="ALL": OrtStepper(path, threads),
     "tflite": lambda path, threads=None, compute_units="ALL": LiteRTStepper(path, threads),
     "coreml": lambda path, threads=None, compute_units="ALL": CoreMLStepper(path, compute_units),
+    "executorch": lambda path, threads=None, compute_units="ALL": ExecuTorchStepper(path, threads),
 }
 
 
 def open_stepper(target: str, path: Path, threads: int | None = None, compute_units: str = "ALL") -> Stepper:
-    """The stepper for an exported file of ``target`` (onnx | tflite | coreml)."""
+    """The stepper for an exported file of ``target`` (a key of ``STEPPERS``)."""
     if target not in STEPPERS:
         raise EdgekdError(f"no runtime for target '{target}' (available: {', '.join(STEPPERS)})")
     return STEPPERS[target](Path(path), threads=threads, compute_units=compute_units)

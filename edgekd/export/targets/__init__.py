@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol
 
-from edgekd.manifest import TensorSpec
+from edgekd.manifest import DelegationSpec, TensorSpec
 
 
 @dataclass
@@ -50,6 +50,7 @@ class Converted:
     inputs: list[TensorSpec]
     checks: dict[str, Any] = field(default_factory=dict)
     runtime_options: dict[str, Any] = field(default_factory=dict)
+    delegation: DelegationSpec | None = None  # ops in the runtime's delegate vs outside, where the target counts them
 
 
 def tensor_inputs(job: Any, batch: int | str, int_dtype: str = "int64") -> list[TensorSpec]:
