@@ -313,7 +313,8 @@ def ddim_sample(
     return x, (torch.stack(states, dim=1) if states else None)
 
 
-def _fingerprint(modules: list[nn.Module], scheduler_config: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+def _fingerprint(modules: nn.Module | list[nn.Module], scheduler_config: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> str:
     """A content hash of every network's weights + the whole sampler configuration (+ the condition), so
     trajectory stores never mix two teachers.
 
@@ -324,7 +325,7 @@ def _fingerprint(modules: list[nn.Module], scheduler_config: dict[str, Any], ext
     import json
 
     h = hashlib.sha256()
-    for i, module in enumerate(modules):
+    for i, module in enumerate([modules] if isinstance(modules, nn.Module) else modules):
         prefix = "" if i == 0 else f"part{i}."
         for name, tensor in sorted(module.state_dict().items()):
             h.update((prefix + name).encode())
