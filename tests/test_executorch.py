@@ -7,6 +7,8 @@ gate-failure tests reuse the student's lowered program instead of lowering it ag
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +232,9 @@ def test_int8_keeps_the_timestep_embedding_and_edge_convs_float(tiny_run: Path, 
     _no_partials(tiny_run)
 
 
-@pytest.mark.slow  # one PT2E prepare/calibrate/convert per layer: ~4 min on this shared 2-core machine
+@pytest.mark.slow  # one PT2E prepare/calibrate/convert per layer: ~2.5-4 min on a shared 2-core machine
+@pytest.mark.skipif(not os.environ.get("EDGEKD_SLOW_TESTS"), reason="the per-layer int8 fallback search takes "
+                    "minutes: run it with EDGEKD_SLOW_TESTS=1 (CI's 30-minute budget leaves it out)")
 def test_int8_fallback_keeps_the_most_sensitive_layers_float_until_the_bar(tiny_run: Path) -> None:
     """Below the bar, layers ranked by their own sensitivity go float, fewest first, until the bar is met."""
     from edgekd.compress.quantize import RecipeQuantizer

@@ -463,7 +463,7 @@ class RecipeQuantizer:
         return list(calib.batches(batch, dtypes)), calib.describe()
 
 
-def quantize_run(run_dir: Path, cfg: Any = None, teacher: bool = False) -> list[Any]:
+def quantize_run(run_dir: Path, cfg: Any = None, teacher: bool = False, exporter: str = "dynamo") -> list[Any]:
     """Quantize a run's student (or teacher step) for every target and precision of ``cfg`` (the recipe's
     compress.quantize when None): every graph of the model (one for a one-step student, N for O2MKD). Writes
     RUN/exports/<target>/<stem>_<precision>.* with manifests and parity (the fp32 export of a target too when
@@ -484,7 +484,7 @@ def quantize_run(run_dir: Path, cfg: Any = None, teacher: bool = False) -> list[
             results.append(ExportResult(target, existing, _size_of(existing), None, "existing fp32 export"))
         else:
             try:
-                results.append(export_model(prep, target, precision, ExportOptions(), quantizer))
+                results.append(export_model(prep, target, precision, ExportOptions(exporter=exporter), quantizer))
             except EdgekdError as exc:
                 results.append(ExportResult(target, None, error=exc))
         rows.append((target, precision, results[-1]))

@@ -91,17 +91,17 @@ def compress(run_path: Path, prune_flags: dict[str, Any] | None = None, quantize
                             exporter=exporter)
     if do_quantize:
         quantize_target = derived if derived is not None and not teacher else run.path
-        _quantize(quantize_target, recipe)
+        _quantize(quantize_target, recipe, exporter)  # --exporter reaches the quantized exports too
     return derived
 
 
-def _quantize(run_path: Path, recipe: Recipe) -> None:
+def _quantize(run_path: Path, recipe: Recipe, exporter: str = "dynamo") -> None:
     """Hand over to the quantization stage (edgekd/compress/quantize.py: ``quantize_run(run_dir, cfg)``)."""
     from edgekd.recipe import QuantizeConfig
 
     from edgekd.compress.quantize import quantize_run
 
-    quantize_run(Path(run_path), recipe.compress.quantize or QuantizeConfig())
+    quantize_run(Path(run_path), recipe.compress.quantize or QuantizeConfig(), exporter=exporter)
 
 
 # --------------------------------------------------------------------------------------------- pruning a run
