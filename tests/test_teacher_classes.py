@@ -119,7 +119,7 @@ def test_class_teacher_trains_saves_id2label_loads_as_class_conditional_and_resu
     assert json.loads((folder / "id2label.json").read_text()) == {str(i): name for i, name in enumerate(CLASSES)}
     assert json.loads((folder / "unet" / "config.json").read_text())["num_class_embeds"] == K + 1
     info = json.loads((folder / "train.json").read_text())
-    assert info["classes"] == {"drop_prob": 0.2, "num_classes": K, "null_label": K}
+    assert info["classes"] == {"drop_prob": 0.2, "embed_lr": None, "num_classes": K, "null_label": K}
     teacher = load_teacher(str(folder), guidance_scale=2.0)  # the adapter reads it: K classes, null label K
     assert teacher.condition.kind == "class" and teacher.condition.num_classes == K and teacher.condition.null == K
     assert teacher.condition.parse("Ankle boot") == 9
@@ -143,3 +143,18 @@ def test_bad_classes_or_init_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["teacher", "train", str(write_recipe(tmp_path / "c.yaml", recipe))]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_embed_lr_gives_the_class_embedding_its_own_learning_rate() -> None:
+    from diffusers import DDPMScheduler
+
+    from edgekd.recipe import UNetArchConfig
+    from edgekd.teachers.train_ddpm import build_unet
+
+    unet = build_unet(UNetArchConfig(block_out_channels=[8, 16], norm_num_groups=4), 8, 1, K + 1)
+    method = DDPMMethod(unet, dict(DDPMScheduler().config), 1e-4, (0.9, 0.999), 0.0, 1.0, hflip=False,
+                        null_label=K, drop_prob=0.1, embed_lr=5e-3)
+    rest, emb = method.opt.param_groups
+    assert emb["lr"] == 5e-3 and rest["lr"] == 1e-4
+    assert [id(p) for p in emb["params"]] == [id(unet.class_embedding.weight)]
+    assert len(rest["params"]) + 1 == len(list(unet.parameters()))

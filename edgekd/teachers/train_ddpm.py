@@ -15,7 +15,7 @@ import json
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -118,13 +118,19 @@ class DDPMMethod:
 
     def __init__(self, unet: nn.Module, scheduler_config: dict, lr: float, betas: tuple[float, float],
                  weight_decay: float, grad_clip: float | None, hflip: bool, null_label: int | None = None,
-                 drop_prob: float = 0.0):
+                 drop_prob: float = 0.0, embed_lr: float | None = None):
         from diffusers import DDPMScheduler
 
         self.generator = unet
         self.noise_scheduler = DDPMScheduler.from_config(scheduler_config)
         self.num_t = int(scheduler_config["num_train_timesteps"])
-        self.opt = torch.optim.AdamW(unet.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+        embedding = getattr(unet, "class_embedding", None)
+        params: Any = unet.parameters()
+        if embed_lr is not None and embedding is not None:  # two groups; the warm-up schedule scales both
+            own = {id(p) for p in embedding.parameters()}
+            params = [{"params": [p for p in unet.parameters() if id(p) not in own]},
+                      {"params": list(embedding.parameters()), "lr": embed_lr}]
+        self.opt = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
         self.grad_clip = grad_clip
         self.hflip = hflip
         self.null_label = null_label
@@ -203,7 +209,8 @@ def train_teacher(recipe: TeacherTrainRecipe, resume: bool = False) -> Path:
     heldout["t"] = torch.randint(0, num_t, (n_eval,), generator=gen)
     method = DDPMMethod(unet, sched_cfg, recipe.train.lr, recipe.train.betas, recipe.train.weight_decay,
                         recipe.train.grad_clip, recipe.data.hflip, null_label=None if condition is None else
-                        condition.null, drop_prob=recipe.classes.drop_prob if recipe.classes is not None else 0.0)
+                        condition.null, drop_prob=recipe.classes.drop_prob if recipe.classes is not None else 0.0,
+                        embed_lr=recipe.classes.embed_lr if recipe.classes is not None else None)
     shape = (recipe.data.channels, recipe.data.resolution, recipe.data.resolution)
     fixed_noise = make_noise(recipe.seed + 12345, 0, 32, shape)
 
