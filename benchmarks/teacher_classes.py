@@ -32,7 +32,7 @@ from edgekd.noise import make_noise
 from edgekd.profile.classifier import FeatureNet, load_classifier, to_classifier_input
 from edgekd.profile.quality import fid
 from edgekd.recipe import DataConfig
-from edgekd.teachers.diffusers_teacher import load_teacher
+from edgekd.teachers.diffusers_teacher import DiffusionTeacher, load_teacher
 
 
 @torch.no_grad()
@@ -45,6 +45,26 @@ def predict(classifier: torch.nn.Module, images: torch.Tensor, batch: int = 500)
 def per_class_accuracy(pred: torch.Tensor, asked: torch.Tensor, num_classes: int) -> list[float]:
     """Share of the samples asked for class c that the classifier assigns to c, for each c."""
     return [float((pred[asked == c] == c).double().mean()) for c in range(num_classes)]
+
+
+@torch.no_grad()
+def label_losses(teacher: DiffusionTeacher, count: int = 1000) -> dict[str, float]:
+    """Epsilon MSE on ``count`` test images (fixed noise and timesteps, seed 0) with their true labels, the null
+    label and shuffled labels: whether the network uses the label at all (true < shuffled), and what guidance
+    has to work with (true < null)."""
+    from diffusers import DDPMScheduler
+
+    cfg = DataConfig(split="test", limit=count)
+    x0, y = load_dataset(cfg), load_labels(cfg)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, teacher.num_train_timesteps, (len(x0),), generator=gen)
+    xt = DDPMScheduler.from_config(teacher.scheduler_config).add_noise(x0, noise, t)
+    labels = {"true": y, "null": torch.full_like(y, teacher.condition.null if teacher.condition.null is not None else -1),
+              "shuffled": y[torch.randperm(len(y), generator=gen)]}
+    if teacher.condition.null is None:
+        del labels["null"]
+    return {k: float(((teacher.unet(xt, t, class_labels=v).sample - noise) ** 2).mean()) for k, v in labels.items()}
 
 
 def main() -> None:
@@ -103,13 +123,16 @@ def main() -> None:
               + f" | {r['mean']:.1%} | {r['fid']:.2f} |")
     print("| real test images (ceiling) | " + " | ".join(f"{a:.0%}" for a in ceiling)
           + f" | {sum(ceiling) / k:.1%} | - |")
+    losses = label_losses(teacher)
+    print("held-out epsilon MSE, 1000 test images, labels: " + ", ".join(f"{k} {v:.5f}" for k, v in losses.items()))
     name = Path(str(teacher.source)).name
     out = Path(args.grid) if args.grid else Path("docs/images") / f"{name}-classes.png"
     print(f"grid: {labelled_rows(grid, out, ncol=8, crop=(2, 2, 28, 28))}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "teacher": args.teacher, "per_class_samples": args.per_class, "steps": args.steps, "seed": args.seed,
-            "classes": names, "results": results, "real_test_per_class": ceiling}, indent=2) + "\n")
+            "classes": names, "results": results, "real_test_per_class": ceiling, "label_losses": losses},
+            indent=2) + "\n")
 
 
 if __name__ == "__main__":
