@@ -158,3 +158,20 @@ def test_embed_lr_gives_the_class_embedding_its_own_learning_rate() -> None:
     assert emb["lr"] == 5e-3 and rest["lr"] == 1e-4
     assert [id(p) for p in emb["params"]] == [id(unet.class_embedding.weight)]
     assert len(rest["params"]) + 1 == len(list(unet.parameters()))
+
+
+def test_builtin_fmnist_cond_is_a_ten_class_teacher_with_a_null_label() -> None:
+    teacher = load_teacher("builtin:teachers/fmnist-cond", guidance_scale=2.0)
+    cond = teacher.condition
+    assert cond.kind == "class" and cond.num_classes == K and cond.null == K
+    assert [cond.name(i) for i in range(K)] == list(CLASSES) and cond.parse("sneaker") == 7
+    assert teacher.plain is False and teacher.prediction_type == "epsilon" and teacher.sample_shape == (1, 32, 32)
+    weights = ASSETS / "teachers" / "fmnist-cond" / "unet" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size < 3_000_000  # fp32, 620k parameters: small enough to ship in the wheel
+    # the label changes the prediction on the same input (a trained class embedding; a zero one, as at the warm
+    # start, gives bit-equal outputs), and so does the null label
+    x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)).expand(3, -1, -1, -1)
+    t = torch.tensor([500] * 3)
+    with torch.no_grad():
+        eps = teacher.unet(x, t, class_labels=torch.tensor([1, 8, K])).sample
+    assert (eps[0] - eps[1]).abs().max() > 1e-3 and (eps[0] - eps[2]).abs().max() > 1e-3
