@@ -38,10 +38,17 @@ def main() -> None:
     real = load_dataset(DataConfig(split="test"))
     features = FeatureNet(load_classifier())
     noise = make_noise(args.seed, 0, args.samples, teacher.sample_shape)
+
+    def cond(start: int, count: int) -> torch.Tensor | None:
+        """A class-conditional teacher draws class-balanced samples (sample i: class i mod K, no guidance; per-class
+        figures: benchmarks/teacher_classes.py)."""
+        return None if teacher.condition is None else teacher.condition.draw(start, count)
+
     rows, grid = [], {}
     for steps in args.steps:
         start = time.perf_counter()
-        images = torch.cat([teacher.sample(noise[i : i + 250], steps)[0] for i in range(0, len(noise), 250)]).clamp(-1, 1)
+        images = torch.cat([teacher.sample(noise[i : i + 250], steps, condition=cond(i, len(noise[i : i + 250])))[0]
+                            for i in range(0, len(noise), 250)]).clamp(-1, 1)
         seconds = time.perf_counter() - start
         classes = int((class_histogram(load_classifier(), images) > 0.02).sum())
         rows.append((steps, fid(real, images, features), classes, 1000 * seconds / len(noise)))

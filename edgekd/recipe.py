@@ -534,13 +534,44 @@ class NoiseScheduleConfig(Strict):
     beta_end: float = Field(0.02, gt=0)
 
 
+class TeacherClassesConfig(Strict):
+    """A class-conditional teacher (``classes:``): the dataset's labels feed a class embedding of K + 1 rows, the
+    last one the null label ("no class") that classifier-free guidance uses for its unconditional branch.
+
+    ``drop_prob`` is the share of training images whose label is replaced by the null label (Ho & Salimans 2022
+    use 0.1-0.2): without it the null row never learns and guidance has nothing to push away from."""
+
+    drop_prob: float = Field(0.1, ge=0.0, lt=1.0)
+    # the class embedding's own learning rate (default train.lr). A warm start (init:) begins it at zero beside
+    # trained weights; at a fine-tuning lr Adam moves it ~lr per step, so the labels take thousands of steps to
+    # matter (measured: no held-out loss difference between true and null labels after 500 steps at 5e-4)
+    embed_lr: float | None = Field(None, gt=0)
+
+
 class TeacherTrainRecipe(RunRecipe):
-    """``edgekd teacher train``: a plain DDPM (epsilon prediction) on a diffusers UNet2DModel."""
+    """``edgekd teacher train``: a DDPM (epsilon prediction) on a diffusers UNet2DModel, unconditional or (with
+    ``classes:``) class-conditional, from scratch or (``init:``) warm-started from an existing teacher folder."""
 
     unet: UNetArchConfig = Field(default_factory=UNetArchConfig)
     schedule: NoiseScheduleConfig = Field(default_factory=NoiseScheduleConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(ema_decay=0.999, warmup_steps=200))
     sample_steps: TeacherSteps = 50
+    classes: TeacherClassesConfig | None = None
+    # a teacher folder (unet/ + scheduler/, or builtin:NAME) whose weights, architecture and noise schedule the
+    # run starts from; a new class embedding starts at zero, so step 0 predicts exactly what that teacher does
+    init: str | None = None
+
+    @model_validator(mode="after")
+    def _classes_and_init(self) -> "TeacherTrainRecipe":
+        if self.classes is not None and self.data.kind != "fashion_mnist":
+            raise ValueError(f"classes: needs the dataset's labels; data.kind {self.data.kind} has none (use "
+                             "data.kind fashion_mnist, whose label files lie beside the images)")
+        if self.init is not None:
+            written = sorted({"unet", "schedule"} & self.model_fields_set)
+            if written:
+                raise ValueError(f"init: takes the architecture and noise schedule from {self.init}; drop the "
+                                 f"{' and '.join(w + ':' for w in written)} section(s)")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- loading

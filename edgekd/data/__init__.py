@@ -64,6 +64,17 @@ def load_dataset(cfg: DataConfig) -> torch.Tensor:
     return x
 
 
+def load_labels(cfg: DataConfig) -> torch.Tensor:
+    """The class ids [N] (int64) aligned with ``load_dataset(cfg)``: Fashion-MNIST's idx label file beside its
+    images (same split, same ``limit``); the other kinds carry no labels."""
+    if cfg.kind != "fashion_mnist":
+        raise MissingResourceError(f"data {cfg.path}: data.kind {cfg.kind} has no class labels (fashion_mnist has)")
+    _, labels = load_fashion_mnist(resolve_builtin(cfg.path), cfg.split)
+    if cfg.limit:
+        labels = labels[: cfg.limit]
+    return torch.from_numpy(labels.astype(np.int64))
+
+
 def crop_box(cfg: DataConfig, source_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """(top, left, height, width) of the original image inside the padded canvas."""
     h, w = source_hw
