@@ -390,9 +390,12 @@ class TrainConfig(Strict):
 
 
 def known_targets(value: list[str]) -> list[str]:
-    """Export target names are the plug-ins in edgekd/export/targets/ (discovered there, listed nowhere else)."""
-    from edgekd.export.targets import TARGETS
+    """Export target names are the plug-ins in edgekd/export/targets/ (discovered there, listed nowhere else): the
+    module names in that folder, read without importing edgekd.export (which imports this module)."""
+    import pkgutil
 
+    folder = Path(__file__).resolve().parent / "export" / "targets"
+    TARGETS = sorted(info.name for info in pkgutil.iter_modules([str(folder)]) if not info.name.startswith("_"))
     unknown = [t for t in value if t not in TARGETS]
     if unknown:
         raise ValueError(f"unknown export target {unknown[0]!r} (available: {', '.join(TARGETS)})")

@@ -365,11 +365,14 @@ def test_compress_quantize_hands_the_run_to_quantize_run(tiny_run: Path, monkeyp
     import edgekd.compress.quantize as quantize
 
     calls = []
-    monkeypatch.setattr(quantize, "quantize_run", lambda run_dir, cfg=None, teacher=False: calls.append((run_dir, cfg)))
+    monkeypatch.setattr(quantize, "quantize_run", lambda run_dir, cfg=None, teacher=False, exporter="dynamo":
+                        calls.append((run_dir, cfg, exporter)))
     assert main(["compress", str(tiny_run), "--quantize", "--set", "compress.quantize.psnr_min=21"]) == 0
     assert calls[0][0] == tiny_run and calls[0][1].psnr_min == 21.0
     assert main(["compress", str(tiny_run), "--quantize"]) == 0
     assert calls[1][1].precisions == ["fp16", "int8"]  # no compress.quantize section: its defaults
+    assert main(["compress", str(tiny_run), "--quantize", "--exporter", "torchscript"]) == 0
+    assert [c[2] for c in calls] == ["dynamo", "dynamo", "torchscript"]  # --exporter reaches the quantized exports
 
 
 def test_compress_missing_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):

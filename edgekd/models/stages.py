@@ -17,6 +17,18 @@ from torch import nn
 from edgekd.models.spec import GraphSpec, InputSpec
 
 
+def student_condition(teacher: Any) -> dict | None:
+    """The condition input a student of ``teacher`` takes (what the teacher's denoiser takes)."""
+    cond = teacher.condition
+    if cond is None:
+        return None
+    if cond.kind == "class":
+        return {"kind": "class", "input": "class_labels", "high": cond.num_classes, "names":
+                {str(k): v for k, v in sorted(cond.names.items())}}
+    return {"kind": "text", "input": "encoder_hidden_states", "shape": list(cond.hidden_shape),
+            "max_length": cond.max_length}
+
+
 def token_ids(tokenizer: Any, prompts: list[str]) -> torch.Tensor:
     """Token ids [B, L] padded to the tokenizer's max length, as the pipelines and the apps make them."""
     max_len = int(tokenizer.model_max_length)
@@ -125,7 +137,7 @@ class GuidedEpsilonStep(nn.Module):
 
     def __init__(self, teacher: Any):
         super().__init__()
-        from edgekd.teachers.denoisers import family_of
+        from edgekd.models.denoisers import family_of
 
         self.net = teacher.unet
         self.family = family_of(teacher.unet)
@@ -140,7 +152,7 @@ class GuidedEpsilonStep(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor,
                 condition: torch.Tensor | None = None) -> torch.Tensor:
-        from edgekd.teachers.denoisers import call_denoiser
+        from edgekd.models.denoisers import call_denoiser
 
         if self.guidance == 1.0:
             pred = call_denoiser(self.net, self.family, sample, timestep, condition)
@@ -168,8 +180,6 @@ class ConditionalTeacherStepModel:
     encoder and decoder graphs)."""
 
     def __init__(self, teacher: Any, steps: int, spacing: str = "trailing"):
-        from edgekd.teachers.conditions import student_condition
-
         self.teacher, self.steps, self.spacing = teacher, int(steps), spacing
         self.condition = student_condition(teacher)
         self.latent = teacher.latent

@@ -2,7 +2,7 @@
 
 Initialised from the teacher (same architecture, same weights) or a slimmer UNet from scratch. The timestep is a
 constant baked into the graph, so the exported model takes noise (and the teacher's condition: class ids or text
-embeddings, a real graph input) only. ``net`` is any denoiser family the teacher has (edgekd.teachers.denoisers);
+embeddings, a real graph input) only. ``net`` is any denoiser family the teacher has (edgekd.models.denoisers);
 the output is scaled with unit gain for the teacher's prediction type, so a student initialised from the teacher
 starts at the teacher's own one-step x0 estimate:
     epsilon:      x0 = z - net
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
-from edgekd.teachers.conditions import student_condition
+from edgekd.models.stages import student_condition
 from edgekd.models.spec import OneStepGraphs
 
 
@@ -34,7 +34,7 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
                  prediction_type: str = "epsilon", condition: dict[str, Any] | None = None,
                  latent: bool = False, t_alpha: float | None = None):
         super().__init__()
-        from edgekd.teachers.denoisers import family_of
+        from edgekd.models.denoisers import family_of
 
         self.unet = unet
         self.family = family_of(unet)
@@ -49,7 +49,7 @@ class OneStepUNetStudent(OneStepGraphs, nn.Module):
             raise ValueError("a v-prediction student needs alphas_cumprod at its timestep")
 
     def _net(self, noise: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
-        from edgekd.teachers.denoisers import call_denoiser
+        from edgekd.models.denoisers import call_denoiser
 
         return call_denoiser(self.unet, self.family, noise, self.timestep, condition)
 

@@ -8,7 +8,6 @@ in any batch, shard or process, like the noise (edgekd.noise). Stored as int64 i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -74,18 +73,6 @@ class TextCondition:
 
 
 Condition = ClassCondition | TextCondition
-
-
-def student_condition(teacher: Any) -> dict | None:
-    """The condition input a student of ``teacher`` takes (what the teacher's denoiser takes)."""
-    cond = teacher.condition
-    if cond is None:
-        return None
-    if cond.kind == "class":
-        return {"kind": "class", "input": "class_labels", "high": cond.num_classes, "names":
-                {str(k): v for k, v in sorted(cond.names.items())}}
-    return {"kind": "text", "input": "encoder_hidden_states", "shape": list(cond.hidden_shape),
-            "max_length": cond.max_length}
 
 
 DEFAULT_PROMPTS = ("a photo of a cat", "a red car on a street", "a bowl of fruit", "a house by a lake",

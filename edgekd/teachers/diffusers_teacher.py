@@ -34,7 +34,7 @@ class DiffusionTeacher:
     takes (class labels or CLIP text), the decoder of a latent teacher, and the classifier-free guidance scale.
 
     ``unet`` is the raw diffusers denoiser (UNet2DModel, UNet2DConditionModel or a DiT transformer); ``denoiser``
-    calls any of them the same way (edgekd.teachers.denoisers). ``sample_shape`` is what the denoiser sees (latents
+    calls any of them the same way (edgekd.models.denoisers). ``sample_shape`` is what the denoiser sees (latents
     for a latent teacher), ``image_shape`` what the user sees."""
 
     unet: nn.Module
@@ -50,7 +50,7 @@ class DiffusionTeacher:
     _null_cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        from edgekd.teachers.denoisers import DenoiserCall
+        from edgekd.models.denoisers import DenoiserCall
 
         self.denoiser = DenoiserCall(self.unet)
 
@@ -390,7 +390,7 @@ def load_teacher(path: str, device: torch.device | str = "cpu", prompts: list[st
     from diffusers import DDPMScheduler
 
     from edgekd.teachers.conditions import DEFAULT_PROMPTS, ClassCondition, TextCondition
-    from edgekd.teachers.denoisers import load_denoiser, num_classes
+    from edgekd.models.denoisers import load_denoiser, num_classes
     from edgekd.teachers.layout import read_layout
 
     local = resolve_builtin(path)
