@@ -77,3 +77,19 @@ def store_batches(start: int, count: int, have: int, batch_size: int) -> list[in
     sizes = [min(batch_size, count - b) for b in range(have, count, batch_size)]
     assert sizes, f"shard {start} had nothing left to record"
     return sizes
+
+
+def cli(*argv: object) -> tuple[int, str]:
+    """``edgekd ARGV`` in this process: (exit code, stdout + stderr)."""
+    import contextlib
+    import io
+
+    from edgekd.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as exc:
+            rc = int(exc.code or 0)
+    return rc, out.getvalue() + err.getvalue()

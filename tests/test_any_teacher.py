@@ -4,8 +4,6 @@ quickstart (distill, ONNX pipeline of three graphs, profile with the cost per st
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd_testing import tiny_recipe, write_recipe
+from edgekd_testing import cli, tiny_recipe, write_recipe
 from layouts import build
 
 TINY = {"train": {"steps": 4, "eval_every": 2, "sample_every": 4, "checkpoint_every": 2},
@@ -24,18 +22,6 @@ def recipe_for(folder: Path, run: Path, **teacher: object) -> dict:
     recipe = tiny_recipe(folder, run, **TINY)
     recipe["teacher"].update(steps=3, **teacher)
     return recipe
-
-
-def cli(*argv: object) -> tuple[int, str]:
-    from edgekd.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as exc:
-            rc = int(exc.code or 0)
-    return rc, out.getvalue() + err.getvalue()
 
 
 @pytest.fixture(scope="module")

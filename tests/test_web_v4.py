@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd_testing import ROOT, tiny_recipe, write_recipe
+from edgekd_testing import ROOT, cli, tiny_recipe, write_recipe
 
 WEB = ROOT / "apps" / "web"
 TOKENIZER_JS = WEB / "lib" / "clip_bpe.js"
@@ -132,18 +131,6 @@ _missing = [why for cond, why in (
      "apps/web/node_modules is missing (run `npm ci` in apps/web; scripts/setup.sh does)"),
 ) if not cond]
 needs_browser = pytest.mark.skipif(bool(_missing), reason="; ".join(_missing))
-
-
-def cli(*argv: object) -> tuple[int, str]:
-    from edgekd.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in argv])
-        except SystemExit as exc:
-            rc = int(exc.code or 0)
-    return rc, out.getvalue() + err.getvalue()
 
 
 @pytest.fixture(scope="module")
